@@ -1,0 +1,50 @@
+"""The one place errors become HTTP responses: `{"error": <class>, "detail": ...}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from app.errors import TrialforgeError, Unauthorized
+
+logger = logging.getLogger(__name__)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(part) for part in loc]
+    return ".".join(parts[1:] if parts and parts[0] == "body" else parts) or "body"
+
+
+async def trialforge_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TrialforgeError)
+    if exc.status_code >= 500:
+        logger.error("api.error path=%s error=%s", request.url.path, exc.message)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return JSONResponse(
+        {"error": type(exc).__name__, "detail": exc.detail},
+        status_code=exc.status_code,
+        headers=headers,
+    )
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming every bad field by its dotted path (`budgets.trial.wallclock_s`)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    in_body = any(error["loc"] and error["loc"][0] == "body" for error in errors)
+    return JSONResponse(
+        {
+            "error": "InvalidSpec" if in_body and request.method == "POST" else "InvalidRequest",
+            "detail": [{"field": _field(e["loc"]), "message": e["msg"]} for e in errors],
+        },
+        status_code=422,
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(TrialforgeError, trialforge_error)
+    app.add_exception_handler(RequestValidationError, validation_error)

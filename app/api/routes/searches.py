@@ -1,0 +1,165 @@
+"""Search endpoints: parse input, call one service, shape the output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import StreamingResponse
+
+from app import searches, trials
+from app.api.deps import SessionDep, SettingsDep, WriteGuard
+from app.api.schemas import (
+    EventOut,
+    LineageEdge,
+    LineageNode,
+    LineageOut,
+    PageOut,
+    SearchOut,
+    TrialOut,
+    TrialSummaryOut,
+)
+from app.db import session_scope
+from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from app.spec import SearchSpec
+from app.states import Label, SearchAction, SearchStatus, TrialStatus
+from app.trials import TrialFilter, TrialSort
+
+router = APIRouter(prefix="/api/searches", tags=["searches"])
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
+
+
+def _out(session: SessionDep, search_id: int) -> SearchOut:
+    search = searches.get_search(session, search_id)
+    return SearchOut.build(search, searches.search_stats(session, [search.id])[search.id])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteGuard])
+def create_search(spec: SearchSpec, session: SessionDep, settings: SettingsDep) -> SearchOut:
+    """Import the recipe, record the roster and the baseline trial, and start the search."""
+    search = searches.create_search(session, spec, repos_dir=settings.repos_dir, actor="api")
+    return _out(session, search.id)
+
+
+@router.get("")
+def list_searches(
+    session: SessionDep,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    status: SearchStatus | None = None,
+) -> PageOut[SearchOut]:
+    page = searches.list_searches(session, limit=limit, cursor=cursor, status=status)
+    stats = searches.search_stats(session, [search.id for search in page.items])
+    return PageOut(
+        items=[SearchOut.build(search, stats[search.id]) for search in page.items],
+        next_cursor=page.next_cursor,
+        total=page.total,
+    )
+
+
+@router.get("/{search_id}")
+def get_search(search_id: int, session: SessionDep) -> SearchOut:
+    return _out(session, search_id)
+
+
+@router.post("/{search_id}/{action}", dependencies=[WriteGuard])
+def act_on_search(search_id: int, action: SearchAction, session: SessionDep) -> SearchOut:
+    """Pause, resume or cancel; an illegal move for the current status is a 409."""
+    searches.apply_action(session, search_id, action, actor="api")
+    return _out(session, search_id)
+
+
+@router.get("/{search_id}/trials")
+def list_trials(
+    search_id: int,
+    session: SessionDep,
+    agent: str | None = None,
+    label: Label | None = None,
+    status: TrialStatus | None = None,
+    sort: TrialSort = TrialSort.NEWEST,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> PageOut[TrialSummaryOut]:
+    search = searches.get_search(session, search_id)
+    page = trials.list_trials(
+        session,
+        search,
+        where=TrialFilter(agent=agent, label=label, status=status),
+        sort=sort,
+        limit=limit,
+        cursor=cursor,
+    )
+    return PageOut(
+        items=[TrialSummaryOut.build(trial) for trial in page.items],
+        next_cursor=page.next_cursor,
+        total=page.total,
+    )
+
+
+@router.get("/{search_id}/lineage")
+def lineage(
+    search_id: int,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 5_000,
+    cursor: Cursor = None,
+) -> LineageOut:
+    """The trial tree: nodes in creation order (parents first) and parent -> child edges."""
+    search = searches.get_search(session, search_id)
+    page = trials.lineage_page(session, search, limit=limit, cursor=cursor)
+    best = search.best_trial_id
+    return LineageOut(
+        search_id=search.id,
+        best_trial_id=best,
+        best_path=trials.ancestry(session, best) if best is not None else [],
+        nodes=[
+            LineageNode(
+                id=t.id,
+                number=t.number,
+                parent_id=t.parent_id,
+                agent=t.agent.name if t.agent else None,
+                status=t.status,
+                label=t.label,
+                score=t.score,
+                hypothesis=t.hypothesis,
+            )
+            for t in page.items
+        ],
+        edges=[
+            LineageEdge(parent=t.parent_id, child=t.id)
+            for t in page.items
+            if t.parent_id is not None
+        ],
+        next_cursor=page.next_cursor,
+        total=page.total,
+    )
+
+
+@router.get("/{search_id}/export", response_class=StreamingResponse)
+def export(search_id: int, session: SessionDep, settings: SettingsDep) -> StreamingResponse:
+    """The whole trajectory as JSONL: one `search` record, then every `trial`, then every `event`.
+
+    Streamed from its own session in batches, so a 100k-trial search never sits in memory.
+    """
+    head = _out(session, search_id)
+    url = settings.resolved_database_url
+
+    def lines() -> Iterator[str]:
+        yield json.dumps({"record": "search", "data": head.model_dump(mode="json")}) + "\n"
+        with session_scope(url) as stream:
+            for trial in trials.iter_trials(stream, search_id):
+                data = TrialOut.build(trial).model_dump(mode="json")
+                yield json.dumps({"record": "trial", "data": data}) + "\n"
+            for event in trials.iter_events(stream, search_id):
+                data = EventOut.model_validate(event).model_dump(mode="json")
+                yield json.dumps({"record": "event", "data": data}) + "\n"
+
+    filename = f"trialforge-search-{search_id}.jsonl"
+    return StreamingResponse(
+        lines(),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -1,0 +1,146 @@
+"""What the API returns. The same models serialise the JSONL export, so export round-trips."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from app.models import Search, Trial
+from app.searches import SearchStats
+from app.states import Label, SearchStatus, TrialStatus
+
+T = TypeVar("T")
+
+
+class PageOut(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+    total: int
+
+
+class StatsOut(BaseModel):
+    trials_total: int
+    trials_finished: int
+    trials_ok: int
+    cost_usd: float
+    baseline_score: float | None
+    best_score: float | None
+
+
+class AgentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    kind: str
+    spec: dict[str, Any]
+
+
+class SearchOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    status: SearchStatus
+    spec: dict[str, Any]
+    base_commit: str
+    best_trial_id: int | None
+    halt_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    agents: list[AgentOut]
+    stats: StatsOut
+
+    @classmethod
+    def build(cls, search: Search, stats: SearchStats) -> Self:
+        fields = {name: getattr(search, name) for name in cls.model_fields if name != "stats"}
+        return cls.model_validate({**fields, "stats": vars(stats)})
+
+
+class TrialSummaryOut(BaseModel):
+    """A row of the trials table: everything but the bulky diff and log."""
+
+    id: int
+    search_id: int
+    number: int
+    parent_id: int | None
+    agent: str | None
+    hypothesis: str
+    commit_sha: str | None
+    status: TrialStatus
+    label: Label | None
+    label_reason: str | None
+    score: float | None
+    metrics: dict[str, Any]
+    wallclock_s: float | None
+    artifact_bytes: int | None
+    image: str | None
+    image_digest: str | None
+    isolated: bool | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    attempts: int
+    worker: str | None
+    created_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def build(cls, trial: Trial) -> Self:
+        fields = {name: getattr(trial, name) for name in cls.model_fields if name != "agent"}
+        return cls.model_validate({**fields, "agent": trial.agent.name if trial.agent else None})
+
+
+class TrialOut(TrialSummaryOut):
+    """One trial, whole: what an auditor needs to judge it."""
+
+    diff: str
+    log_tail: str
+
+
+class LineageNode(BaseModel):
+    id: int
+    number: int
+    parent_id: int | None
+    agent: str | None
+    status: TrialStatus
+    label: Label | None
+    score: float | None
+    hypothesis: str
+
+
+class LineageEdge(BaseModel):
+    parent: int
+    child: int
+
+
+class LineageOut(BaseModel):
+    search_id: int
+    best_trial_id: int | None
+    best_path: list[int]
+    nodes: list[LineageNode]
+    edges: list[LineageEdge]
+    next_cursor: str | None
+    total: int
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    search_id: int
+    trial_id: int | None
+    kind: str
+    actor: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class HealthOut(BaseModel):
+    status: str
+    database: str
+    schema_revision: str | None

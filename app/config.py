@@ -1,0 +1,73 @@
+"""Every setting Trialforge reads, in one place (env prefix `TRIALFORGE_`).
+
+The defaults are the embedded mode: a SQLite file and a SQLite-backed broker
+under the data dir, so a newcomer runs the whole loop with no service to
+install. Production points `database_url` at Postgres and `broker_url` at Redis.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SandboxBackend(StrEnum):
+    """Which runner executes trials; `auto` picks Docker when its daemon answers."""
+
+    AUTO = "auto"
+    DOCKER = "docker"
+    LOCAL = "local"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRIALFORGE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Where the embedded database, broker, git repos and trial outputs live.",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: a SQLite file in data_dir."
+    )
+    broker_url: str | None = Field(
+        default=None, description="Celery broker URL; default: a SQLite-backed embedded broker."
+    )
+    sandbox_backend: SandboxBackend = SandboxBackend.AUTO
+    api_token: SecretStr | None = Field(
+        default=None, description="When set, every write to the API needs `Bearer <token>`."
+    )
+    llm_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint (OpenAI, vLLM, Ollama)."
+    )
+    llm_api_key: SecretStr | None = None
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return f"sqlite:///{(self.data_dir / 'trialforge.db').resolve()}"
+
+    @cached_property
+    def resolved_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def repos_dir(self) -> Path:
+        return self.data_dir / "repos"
+
+
+def normalize_database_url(url: str) -> str:
+    """Route plain `postgresql://` URLs to psycopg 3, the driver we ship."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+settings = Settings()

@@ -1,0 +1,155 @@
+"""The lineage store: searches, their agents, their trials (a tree via `parent_id`) and events.
+
+A trial's pipeline position (`status`) and its outcome (`label`) are separate
+columns: a finished trial can be `ok` or any failure, and a crash stores a
+NULL score with its label, never a sentinel number. Indexes follow the API's
+queries: trials by search and score, by agent, by label, by status, by parent.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from app.db import Base
+from app.states import Label, SearchStatus, TrialStatus
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """tz-aware UTC on every backend (SQLite drops the zone; we put it back on read)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime; Trialforge stores tz-aware UTC only")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Search(Base):
+    __tablename__ = "search"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    status: Mapped[SearchStatus] = mapped_column(String(16), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    repo_path: Mapped[str] = mapped_column(Text)
+    base_commit: Mapped[str] = mapped_column(String(64))
+    best_trial_id: Mapped[int | None] = mapped_column(
+        ForeignKey("trial.id", use_alter=True, ondelete="SET NULL")
+    )
+    halt_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    agents: Mapped[list[Agent]] = relationship(
+        back_populates="search", order_by="Agent.id", cascade="all, delete-orphan"
+    )
+
+
+class Agent(Base):
+    """One specialist of a search's roster; its spec is copied so the record stands alone."""
+
+    __tablename__ = "agent"
+    __table_args__ = (UniqueConstraint("search_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("search.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    search: Mapped[Search] = relationship(back_populates="agents")
+
+
+class Trial(Base):
+    __tablename__ = "trial"
+    __table_args__ = (
+        UniqueConstraint("search_id", "number"),
+        Index("ix_trial_search_score", "search_id", "score"),
+        Index("ix_trial_search_agent", "search_id", "agent_id"),
+        Index("ix_trial_search_label", "search_id", "label"),
+        Index("ix_trial_search_status", "search_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("search.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer, doc="0 is the baseline; counts up per search.")
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("trial.id", ondelete="SET NULL"), index=True
+    )
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id", ondelete="SET NULL"))
+
+    hypothesis: Mapped[str] = mapped_column(Text, default="")
+    diff: Mapped[str] = mapped_column(Text, default="")
+    commit_sha: Mapped[str | None] = mapped_column(String(64))
+
+    status: Mapped[TrialStatus] = mapped_column(String(16))
+    label: Mapped[Label | None] = mapped_column(String(32))
+    label_reason: Mapped[str | None] = mapped_column(Text)
+    score: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    wallclock_s: Mapped[float | None] = mapped_column(Float)
+    artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+    image: Mapped[str | None] = mapped_column(Text)
+    image_digest: Mapped[str | None] = mapped_column(String(128))
+    isolated: Mapped[bool | None] = mapped_column(doc="False when run by the local runner.")
+
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    agent: Mapped[Agent | None] = relationship()
+
+
+class Event(Base):
+    """Append-only audit log: who did what to which search or trial, and when."""
+
+    __tablename__ = "event"
+    __table_args__ = (Index("ix_event_search_id_id", "search_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("search.id", ondelete="CASCADE"))
+    trial_id: Mapped[int | None] = mapped_column(ForeignKey("trial.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(200))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,287 @@
+"""The search spec: what a user submits, validated once at the door.
+
+Everything the loop later relies on (a parseable gate, a knob regex with one
+group, agent names that are unique, surfaces that cannot reach outside the
+repo) is checked here, so a bad spec is a 422 naming its field rather than a
+trial failing hours later. `extra="forbid"` everywhere: a typo is an error,
+not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from app.errors import InvalidSpec
+from app.states import Direction
+
+DEFAULT_IMAGE = "trialforge/sandbox:latest"
+NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+_DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_GATE_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
+_URL_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds from `3600`, `"90s"`, `"30m"`, `"48h"` or `"2d"`; other input is left to pydantic."""
+    if isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 600, '90s', '30m', '48h', '2d')")
+        return float(match.group(1)) * _DURATION_UNITS_S[match.group(2) or "s"]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+def is_url(source: str) -> bool:
+    """True for anything git fetches over a transport (https, ssh, scp-style, file)."""
+    return bool(_URL_RE.match(source))
+
+
+def _check_repo_glob(pattern: str) -> str:
+    parts = pattern.split("/")
+    if not pattern or pattern.startswith("/") or ".." in parts:
+        raise ValueError(f"{pattern!r} must be a path relative to the recipe, without '..'")
+    return pattern
+
+
+RepoGlob = Annotated[str, BeforeValidator(_check_repo_glob)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Gate(StrictModel):
+    """A legality condition on one evaluator metric, written `"val_acc >= 0.94"`."""
+
+    metric: str
+    op: Literal[">=", "<=", "==", "!=", ">", "<"]
+    value: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            match = _GATE_RE.match(data)
+            if not match:
+                raise ValueError(f"not a gate: {data!r} (use e.g. 'val_acc >= 0.94')")
+            metric, op, value = match.groups()
+            return {"metric": metric, "op": op, "value": value}
+        return data
+
+    @model_serializer
+    def _to_text(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+class EvaluatorSpec(StrictModel):
+    """The scorer the service owns: agents never see, edit or run it."""
+
+    path: str = Field(description="Directory holding the evaluator's files (outside the recipe).")
+    command: str = Field(min_length=1, description="Run in /evaluator; prints one JSON object.")
+    metric: str = Field(min_length=1, description="The key of the score in that JSON object.")
+    direction: Direction
+    gates: list[Gate] = Field(default_factory=list)
+    data: str | None = Field(default=None, description="Held-out data directory, read-only.")
+    protected: list[RepoGlob] = Field(
+        default_factory=list, description="Recipe paths (globs) no agent may edit."
+    )
+
+
+class TrialBudget(StrictModel):
+    wallclock_s: Duration = 600.0
+    memory: ByteSize = Field(default=ByteSize(2 * 1024**3), gt=16 * 1024**2)
+    cpus: float = Field(default=1.0, gt=0)
+    gpus: int = Field(default=0, ge=0)
+    artifact_max_bytes: ByteSize | None = Field(default=None, gt=0)
+
+
+class SearchBudget(StrictModel):
+    max_trials: int = Field(default=100, ge=1)
+    max_concurrent: int = Field(default=2, ge=1)
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    deadline: Duration | None = Field(default=None, description="Seconds from the search's start.")
+
+
+class Budgets(StrictModel):
+    trial: TrialBudget = Field(default_factory=TrialBudget)
+    search: SearchBudget = Field(default_factory=SearchBudget)
+
+
+class AgentKind(StrEnum):
+    LLM = "llm"
+    CONTROL = "control"
+    COMBINER = "combiner"
+
+
+class KnobKind(StrEnum):
+    FLOAT = "float"
+    INT = "int"
+    CHOICE = "choice"
+
+
+class Knob(StrictModel):
+    """A value the control arm may mutate: the one regex group `pattern` captures in `file`."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    file: RepoGlob
+    pattern: str
+    kind: KnobKind
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[str] = Field(default_factory=list)
+
+    @field_validator("pattern")
+    @classmethod
+    def _one_group(cls, pattern: str) -> str:
+        try:
+            compiled = re.compile(pattern, re.MULTILINE)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        if compiled.groups != 1:
+            raise ValueError("must capture exactly one group: the knob's value")
+        return pattern
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> Self:
+        if self.kind is KnobKind.CHOICE:
+            if len(self.choices) < 2:
+                raise ValueError("a choice knob needs at least two choices")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError("a numeric knob needs low < high")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scaled knob needs low > 0")
+        return self
+
+
+class Surface(StrictModel):
+    """The part of the recipe an agent owns, and the brief that says what it is for."""
+
+    paths: list[RepoGlob] = Field(min_length=1)
+    brief: str = ""
+
+
+class AgentSpec(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    kind: AgentKind
+    surface: Surface
+    model: str | None = Field(default=None, validate_default=True)
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint; default: TRIALFORGE_LLM_BASE_URL."
+    )
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    weight: float = Field(default=1.0, gt=0)
+    knobs: list[Knob] = Field(default_factory=list, validate_default=True)
+
+    @field_validator("model")
+    @classmethod
+    def _llm_needs_a_model(cls, model: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("kind") is AgentKind.LLM and not model:
+            raise ValueError("an llm agent needs a model")
+        return model
+
+    @field_validator("knobs")
+    @classmethod
+    def _knobs_only_for_control(cls, knobs: list[Knob], info: ValidationInfo) -> list[Knob]:
+        control = info.data.get("kind") is AgentKind.CONTROL
+        if control and not knobs:
+            raise ValueError("a control agent needs knobs to mutate")
+        if knobs and not control:
+            raise ValueError("only a control agent takes knobs")
+        return knobs
+
+
+class SearchSpec(StrictModel):
+    name: str = Field(min_length=1, max_length=100)
+    description: str = ""
+    repo: str = Field(min_length=1, description="Git URL or local path of the starting recipe.")
+    ref: str | None = Field(default=None, description="Branch, tag or sha; default: HEAD.")
+    run: str = Field(min_length=1, description="The trial command, run in /work.")
+    image: str = DEFAULT_IMAGE
+    evaluator: EvaluatorSpec
+    budgets: Budgets = Field(default_factory=Budgets)
+    agents: list[AgentSpec] = Field(min_length=1)
+
+    @field_validator("agents")
+    @classmethod
+    def _unique_agents(cls, agents: list[AgentSpec]) -> list[AgentSpec]:
+        names = [agent.name for agent in agents]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"agent names must be unique; repeated: {', '.join(duplicates)}")
+        return agents
+
+    def local_paths(self) -> dict[str, str]:
+        """Field -> local path for every path the server must read (URLs excluded)."""
+        paths = {"evaluator.path": self.evaluator.path}
+        if self.evaluator.data:
+            paths["evaluator.data"] = self.evaluator.data
+        if not is_url(self.repo):
+            paths["repo"] = self.repo
+        return paths
+
+    def resolved_against(self, base: Path) -> SearchSpec:
+        """A copy with relative local paths made absolute against `base` (the spec's folder)."""
+        resolved = {
+            field: str((base / path).resolve()) for field, path in self.local_paths().items()
+        }
+        evaluator = self.evaluator.model_copy(
+            update={k.split(".")[1]: v for k, v in resolved.items() if k.startswith("evaluator.")}
+        )
+        return self.model_copy(
+            update={"repo": resolved.get("repo", self.repo), "evaluator": evaluator}
+        )
+
+
+def error_fields(exc: ValidationError) -> list[dict[str, str]]:
+    """Pydantic errors as `[{"field": "budgets.trial.wallclock_s", "message": ...}]`."""
+    return [
+        {
+            "field": ".".join(str(part) for part in error["loc"]) or "spec",
+            "message": error["msg"],
+        }
+        for error in exc.errors(include_url=False)
+    ]
+
+
+def parse_spec(data: Any) -> SearchSpec:
+    try:
+        return SearchSpec.model_validate(data)
+    except ValidationError as exc:
+        fields = error_fields(exc)
+        summary = "; ".join(f"{item['field']}: {item['message']}" for item in fields)
+        raise InvalidSpec(f"invalid search spec: {summary}", detail=fields) from exc
+
+
+def load_spec_file(path: Path) -> SearchSpec:
+    """Read a YAML (or JSON) spec file, resolving its relative paths against its folder."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InvalidSpec(f"cannot read spec file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise InvalidSpec(f"spec file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidSpec(f"spec file {path} must hold a mapping, not {type(data).__name__}")
+    return parse_spec(data).resolved_against(path.resolve().parent)

@@ -1,0 +1,80 @@
+"""The vocabulary of a search's life: statuses, labels and the legal moves between them.
+
+Kept free of SQLAlchemy and HTTP so that every decision module (labelling,
+legality, scheduling) can import it without pulling in an adapter.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class SearchStatus(StrEnum):
+    """Where a search is in its life; only `running` searches get new trials."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    FINISHED = "finished"
+
+
+class SearchAction(StrEnum):
+    """What a user may ask of a search."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+
+
+# action -> (statuses it may start from, status it leads to). Anything else is a conflict.
+SEARCH_TRANSITIONS: dict[SearchAction, tuple[frozenset[SearchStatus], SearchStatus]] = {
+    SearchAction.PAUSE: (frozenset({SearchStatus.RUNNING}), SearchStatus.PAUSED),
+    SearchAction.RESUME: (frozenset({SearchStatus.PAUSED}), SearchStatus.RUNNING),
+    SearchAction.CANCEL: (
+        frozenset({SearchStatus.RUNNING, SearchStatus.PAUSED}),
+        SearchStatus.CANCELLED,
+    ),
+}
+
+
+def next_search_status(current: SearchStatus, action: SearchAction) -> SearchStatus | None:
+    """The status `action` leads to from `current`, or None when the move is illegal."""
+    sources, target = SEARCH_TRANSITIONS[action]
+    return target if current in sources else None
+
+
+class TrialStatus(StrEnum):
+    """Where a trial is in the pipeline. Its outcome is the separate `Label`."""
+
+    PROPOSED = "proposed"
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+class Label(StrEnum):
+    """The outcome of a finished trial: `ok`, or the one reason it failed.
+
+    `infra_error` is ours, not the trial's: it is retried and kept out of the
+    agents' feedback so a good idea is not marked as failed.
+    """
+
+    OK = "ok"
+    PATCH_REJECTED = "patch_rejected"
+    ILLEGAL_EDIT = "illegal_edit"
+    DUPLICATE = "duplicate"
+    CRASH = "crash"
+    BUDGET_OVERRUN = "budget_overrun"
+    OOM = "oom"
+    SIZE_FAILURE = "size_failure"
+    GATE_MISS = "gate_miss"
+    EVALUATOR_ERROR = "evaluator_error"
+    INFRA_ERROR = "infra_error"
+
+
+class Direction(StrEnum):
+    """Which way the metric improves; it comes only from the spec, never from a trial."""
+
+    MINIMIZE = "minimize"
+    MAXIMIZE = "maximize"

@@ -1,0 +1,107 @@
+"""Shared fixtures: a real, migrated database and an API client over it.
+
+The database is SQLite by default; with TRIALFORGE_TEST_DATABASE_URL set to a
+Postgres server, the session creates a fresh database there (dropped at the
+end), so the suite never touches data it does not own. Each test starts from
+empty tables. A missing Postgres is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from app.api import create_app
+from app.config import Settings, normalize_database_url
+from app.db import get_engine, migrate, session_scope
+from tests import factories
+
+TABLES = ("event", "trial", "agent", "search")
+
+
+def make_postgres_database(server_url: str) -> tuple[str, str]:
+    """Create an empty database beside the one `server_url` names; returns (url, name)."""
+    name = f"trialforge_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(normalize_database_url(server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(normalize_database_url(server_url)).set(database=name)
+    return url.render_as_string(hide_password=False), name
+
+
+def drop_postgres_database(server_url: str, name: str) -> None:
+    admin = create_engine(normalize_database_url(server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def server_database_url() -> str | None:
+    """The Postgres server under test, or None for SQLite."""
+    return os.environ.get("TRIALFORGE_TEST_DATABASE_URL") or None
+
+
+@pytest.fixture(scope="session")
+def empty_database(
+    server_database_url: str | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A factory-fresh database URL, created for this test session and dropped after it."""
+    if server_database_url is None:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'trialforge.db'}"
+        return
+    url, name = make_postgres_database(server_database_url)
+    yield url
+    get_engine(url).dispose()
+    drop_postgres_database(server_database_url, name)
+
+
+@pytest.fixture(scope="session")
+def migrated_database(empty_database: str) -> str:
+    migrate(empty_database)
+    return empty_database
+
+
+@pytest.fixture
+def database_url(migrated_database: str) -> Iterator[str]:
+    """The migrated database, emptied after the test so the next one owns its data."""
+    yield migrated_database
+    with get_engine(migrated_database).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        else:
+            connection.execute(text("UPDATE search SET best_trial_id = NULL"))
+            for table in TABLES:
+                connection.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp_path / "data", api_token=None)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def session(database_url: str) -> Iterator[Session]:
+    """A unit of work for arranging data directly; committed when the test's block ends."""
+    with session_scope(database_url) as unit:
+        yield unit
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> factories.Recipe:
+    return factories.make_recipe(tmp_path)

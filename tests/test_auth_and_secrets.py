@@ -1,0 +1,86 @@
+"""With TRIALFORGE_API_TOKEN set, every write needs the bearer token; secrets never leak.
+
+Reads stay open so a dashboard can be shared read-only; a refused write
+changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from app.api import create_app
+from app.config import Settings
+from tests.factories import Recipe, spec_dict
+
+TOKEN = "s3cret-token-value"
+
+
+@pytest.fixture
+def guarded(settings: Settings) -> Iterator[TestClient]:
+    locked = settings.model_copy(update={"api_token": SecretStr(TOKEN)})
+    with TestClient(create_app(locked)) as test_client:
+        yield test_client
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Basic x"}],
+)
+def test_a_write_without_the_right_token_is_a_401_and_stores_nothing(
+    guarded: TestClient, recipe: Recipe, headers: dict[str, str]
+) -> None:
+    response = guarded.post("/api/searches", json=spec_dict(recipe), headers=headers)
+
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["error"] == "Unauthorized"
+    assert guarded.get("/api/searches").json()["total"] == 0
+
+
+def test_every_state_change_needs_the_token(guarded: TestClient, recipe: Recipe) -> None:
+    search_id = guarded.post("/api/searches", json=spec_dict(recipe), headers=AUTH).json()["id"]
+
+    for action in ("pause", "resume", "cancel"):
+        assert guarded.post(f"/api/searches/{search_id}/{action}").status_code == 401
+    assert guarded.get(f"/api/searches/{search_id}").json()["status"] == "running"
+    assert guarded.post(f"/api/searches/{search_id}/pause", headers=AUTH).status_code == 200
+
+
+def test_reads_stay_open_when_a_token_is_set(guarded: TestClient) -> None:
+    assert guarded.get("/api/searches").status_code == 200
+    assert guarded.get("/healthz").status_code == 200
+
+
+def test_the_token_appears_in_no_response(guarded: TestClient, recipe: Recipe) -> None:
+    created = guarded.post("/api/searches", json=spec_dict(recipe), headers=AUTH)
+    search_id = created.json()["id"]
+    bodies = [
+        created.text,
+        guarded.get("/api/searches").text,
+        guarded.get(f"/api/searches/{search_id}/export").text,
+        guarded.get("/healthz").text,
+        guarded.get("/openapi.json").text,
+        guarded.post("/api/searches", json=spec_dict(recipe)).text,
+    ]
+
+    assert not [body for body in bodies if TOKEN in body]
+
+
+def test_credentials_in_a_repo_url_never_reach_the_response_or_the_log(
+    client: TestClient, recipe: Recipe, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = "https://alice:hunter2-password@127.0.0.1:9/nothing/here.git"
+
+    response = client.post("/api/searches", json=spec_dict(recipe, repo=url))
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "repo"
+    assert "hunter2-password" not in response.text
+    assert "hunter2-password" not in caplog.text

@@ -1,0 +1,118 @@
+"""The `trialforge` CLI over a real database: migrate, submit a YAML spec, list, show.
+
+Invariant: a failure exits non-zero with one line naming the reason (and the
+field, for a bad spec), never a traceback, and stores nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from app.cli import app
+from tests.factories import Recipe, spec_dict
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "TRIALFORGE_DATABASE_URL": database_url,
+        "TRIALFORGE_DATA_DIR": str(tmp_path / "data"),
+    }
+
+
+def run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args), env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def write_spec(recipe: Recipe, **overrides: object) -> Path:
+    """A spec file beside the recipe, with paths relative to the file, as users write them."""
+    spec = spec_dict(recipe, repo="recipe", **overrides)
+    spec["evaluator"]["path"] = "evaluator"
+    path = recipe.repo.parent / "search.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_db_upgrade_creates_the_schema_that_commands_then_use(tmp_path: Path) -> None:
+    env = {"TRIALFORGE_DATA_DIR": str(tmp_path / "data")}
+
+    code, out, _ = run(env, "db", "upgrade")
+
+    assert (code, out) == (0, "schema at 2026_11_25_initial\n")
+    assert (tmp_path / "data" / "trialforge.db").is_file()
+    assert run(env, "search", "list")[0] == 0
+    assert run(env, "db", "downgrade", "base") == (0, "schema at base\n", "")
+
+
+def test_submit_resolves_paths_from_the_spec_file_and_list_shows_the_search(
+    env: dict[str, str], recipe: Recipe
+) -> None:
+    code, out, err = run(env, "search", "submit", str(write_spec(recipe)))
+    assert (code, err) == (0, "")
+    assert out.startswith("search 1 created (digits-mlp, recipe at ")
+
+    code, out, _ = run(env, "search", "list")
+    assert code == 0
+    header, row = out.splitlines()
+    assert header.split() == ["id", "status", "trials", "baseline", "best", "name"]
+    assert row.split() == ["1", "running", "0/1", "-", "-", "digits-mlp"]
+
+
+def test_show_prints_the_search_as_json_with_absolute_paths(
+    env: dict[str, str], recipe: Recipe
+) -> None:
+    run(env, "search", "submit", str(write_spec(recipe)))
+
+    code, out, _ = run(env, "search", "show", "1")
+
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["spec"]["repo"] == str(recipe.repo.resolve())
+    assert shown["spec"]["evaluator"]["path"] == str(recipe.evaluator.resolve())
+
+
+def test_an_invalid_spec_file_exits_1_naming_the_field(env: dict[str, str], recipe: Recipe) -> None:
+    spec = write_spec(recipe, budgets={"trial": {"wallclock_s": -1}})
+
+    code, out, err = run(env, "search", "submit", str(spec))
+
+    assert code == 1
+    assert err.startswith("error: invalid search spec: budgets.trial.wallclock_s: ")
+    assert len(err.strip().splitlines()) == 1
+    assert run(env, "search", "list")[1].splitlines()[1:] == []
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(None, "cannot read spec file"), ("- a\n- list\n", "must hold a mapping"), ("a: [", "YAML")],
+)
+def test_an_unreadable_spec_file_exits_1_with_the_reason(
+    env: dict[str, str], tmp_path: Path, content: str | None, reason: str
+) -> None:
+    path = tmp_path / "spec.yaml"
+    if content is not None:
+        path.write_text(content)
+
+    code, _, err = run(env, "search", "submit", str(path))
+
+    assert code == 1
+    assert reason in err
+
+
+def test_showing_a_missing_search_exits_1(env: dict[str, str]) -> None:
+    assert run(env, "search", "show", "77") == (1, "", "error: no search 77\n")
+
+
+def test_commands_refuse_an_unmigrated_database(tmp_path: Path) -> None:
+    env = {"TRIALFORGE_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
+
+    code, _, err = run(env, "search", "list")
+
+    assert code == 1
+    assert "run `trialforge db upgrade`" in err
