@@ -8,10 +8,12 @@ stderr and exit status 1, never a traceback.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from docker.errors import DockerException
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from typer.core import TyperGroup
@@ -23,6 +25,7 @@ from app.errors import TrialforgeError
 from app.pagination import MAX_LIMIT
 from app.spec import load_spec_file
 from app.states import SearchStatus
+from sandbox import image
 
 
 class _ReportingGroup(TyperGroup):
@@ -45,8 +48,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 search_app = typer.Typer(no_args_is_help=True, help="Submit and inspect searches.")
+sandbox_app = typer.Typer(no_args_is_help=True, help="The image trials run in.")
 app.add_typer(db_app, name="db")
 app.add_typer(search_app, name="search")
+app.add_typer(sandbox_app, name="sandbox")
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -142,6 +147,25 @@ def search_show(ctx: typer.Context, search_id: int) -> None:
         search = searches.get_search(session, search_id)
         out = SearchOut.build(search, searches.search_stats(session, [search.id])[search.id])
     typer.echo(json.dumps(out.model_dump(mode="json"), indent=2))
+
+
+@sandbox_app.command("build")
+def sandbox_build(
+    offline: Annotated[
+        bool,
+        typer.Option(help="Build from the host's apt mirror (debootstrap) instead of pulling."),
+    ] = False,
+    tag: str = image.DEFAULT_TAG,
+) -> None:
+    """Build the sandbox image that specs name by default (needs a Docker daemon)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    build = image.build_offline if offline else image.build_from_dockerfile
+    try:
+        image_id = build(tag)
+    except (image.ImageBuildError, DockerException) as exc:
+        typer.echo(f"error: sandbox image build failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"built {tag} ({image_id})")
 
 
 def _score(value: float | None) -> str:

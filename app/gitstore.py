@@ -185,6 +185,23 @@ class GitStore:
             with tarfile.open(fileobj=archive) as tar:
                 tar.extractall(dest, filter="data")
 
+    def check_commit(
+        self, sha: str, protected: Sequence[str], surface: Sequence[str] | None = None
+    ) -> None:
+        """Run the legality rules on what `sha` changed against its first parent.
+
+        The last line of defence before untrusted code runs: whatever produced
+        the commit (an agent's diff, a combiner's merge, a re-run), the files
+        it actually touched are checked. Raises `EditRejected`.
+        """
+        commit = self.resolve(sha)
+        parent = self._run("rev-parse", "--verify", "--quiet", f"{commit}^")[1].strip()
+        if not parent:
+            return  # a root commit is the imported recipe itself, not an edit
+        changes = self._tree_changes(parent, commit)
+        if changes:  # an empty edit is not illegal; the search loop labels it elsewhere
+            check_paths(changes, protected, surface)
+
     def resolve(self, ref: str) -> str:
         """The full sha of the commit `ref` names; raises `NotFound` when it names none."""
         status, out, _ = self._run(

@@ -93,6 +93,9 @@ class Gate(StrictModel):
     def _to_text(self) -> str:
         return f"{self.metric} {self.op} {self.value:g}"
 
+    def __str__(self) -> str:
+        return self._to_text()
+
 
 class EvaluatorSpec(StrictModel):
     """The scorer the service owns: agents never see, edit or run it."""
@@ -106,6 +109,8 @@ class EvaluatorSpec(StrictModel):
     protected: list[RepoGlob] = Field(
         default_factory=list, description="Recipe paths (globs) no agent may edit."
     )
+    wallclock_s: Duration = Field(default=300.0, description="The evaluator's own time limit.")
+    memory: ByteSize = Field(default=ByteSize(2 * 1024**3), gt=16 * 1024**2)
 
 
 class TrialBudget(StrictModel):

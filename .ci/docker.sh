@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Gives CI (or a fresh machine of this kind) a Docker engine and the sandbox image, offline.
+#
+# Idempotent: installs only what is missing, starts dockerd only if no daemon
+# answers, builds the image only if the tag is absent. Exits non-zero, with the
+# daemon's log tail, if the engine cannot be started: the Docker tests must
+# fail in CI rather than skip.
+#
+# The engine runs without a bridge, iptables or masquerading: sandbox
+# containers use network_mode=none, and this host must not gain a NAT network.
+# Run from the repository root after the venv exists at .venv.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+SOCKET=/var/run/docker.sock
+DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
+SANDBOX_IMAGE=${SANDBOX_IMAGE:-trialforge/sandbox:latest}
+START_TIMEOUT_S=60
+
+daemon_answers() {
+    docker version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
+
+if ! command -v docker >/dev/null || ! command -v dockerd >/dev/null \
+    || ! command -v debootstrap >/dev/null; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y docker.io debootstrap
+fi
+
+if ! daemon_answers; then
+    echo "starting dockerd (log: $DOCKERD_LOG)" >&2
+    nohup dockerd --bridge=none --iptables=false --ip-masq=false >>"$DOCKERD_LOG" 2>&1 &
+    for _ in $(seq "$START_TIMEOUT_S"); do
+        if [ -S "$SOCKET" ] && daemon_answers; then
+            break
+        fi
+        sleep 1
+    done
+    if ! daemon_answers; then
+        echo "dockerd did not answer within ${START_TIMEOUT_S}s; last lines of $DOCKERD_LOG:" >&2
+        tail -n 20 "$DOCKERD_LOG" >&2 || true
+        exit 1
+    fi
+fi
+echo "docker engine $(docker version --format '{{.Server.Version}}') answering" >&2
+
+if ! docker image inspect "$SANDBOX_IMAGE" >/dev/null 2>&1; then
+    .venv/bin/trialforge sandbox build --offline --tag "$SANDBOX_IMAGE"
+fi
+echo "sandbox image $SANDBOX_IMAGE present" >&2

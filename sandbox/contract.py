@@ -1,0 +1,107 @@
+"""What a worker hands the sandbox and what it gets back: plain frozen data.
+
+The sandbox knows nothing of searches, the database or Celery. It runs one
+command under limits and reports what it *measured*: exit code, OOM kill,
+deadline hit, wall-clock and artifact bytes are observed by the runner, never
+reported by the trial, so a trial cannot forge its own budget use. Log tails
+are bounded (`sandbox.logtail.LOG_TAIL_BYTES`) so a chatty trial cannot fill
+a disk or a database row.
+
+A failure of the trial (crash, OOM, deadline) is data in the result. A
+failure of ours (image missing, daemon down, GPU unavailable) is
+`RunResult.infra_error`: the caller retries those and never blames the trial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Where the trial finds its inputs and leaves its outputs, inside the container.
+RECIPE_MOUNT = "/work"
+OUTPUT_MOUNT = "/output"
+EVALUATOR_MOUNT = "/evaluator"
+DATA_MOUNT = "/data"
+# Recipes and evaluators find these directories through the environment, so one
+# command works on every runner (the local runner has no mounts).
+OUTPUT_ENV = "TRIALFORGE_OUTPUT"
+DATA_ENV = "TRIALFORGE_DATA"
+# PATH inside the sandbox: an imported rootfs has no ENV of its own to supply one.
+SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class SandboxUnavailable(Exception):
+    """The runner cannot work on this host at all (e.g. no Docker daemon); not per trial."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-container budgets. `wallclock_s` is enforced by our own deadline."""
+
+    wallclock_s: float
+    memory_bytes: int  # RAM and swap together: a trial cannot swap its way past it
+    cpus: float
+    pids: int = 256
+    gpu_ids: tuple[str, ...] = ()  # device ids as the NVIDIA runtime names them
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Run `command` with the recipe read-only at /work (cwd) and /output writable."""
+
+    trial_id: int
+    image: str
+    command: str  # a shell command line, run by /bin/sh -c
+    recipe_dir: Path
+    output_dir: Path
+    limits: Limits
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What the runner observed. `exit_code` is None when the trial never ran."""
+
+    exit_code: int | None
+    oom_killed: bool
+    timed_out: bool
+    wallclock_s: float
+    artifact_bytes: int  # total size of the files under output_dir after the run
+    log_tail: str  # stdout and stderr interleaved, last LOG_TAIL_BYTES only
+    image_digest: str | None  # the image id the trial actually ran on
+    isolated: bool  # False for the local runner: no network or filesystem isolation
+    infra_error: str | None  # our failure, not the trial's; retry, don't label
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """Score a finished trial in a second container that the trial never sees.
+
+    The evaluator (cwd /evaluator), the held-out data (/data) and the trial's
+    output (/output) are all mounted read-only.
+    """
+
+    trial_id: int
+    image: str
+    command: str  # must print one JSON object of metrics as its last stdout line
+    evaluator_dir: Path
+    data_dir: Path | None
+    output_dir: Path
+    limits: Limits
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics when the evaluator printed them, else `error` says why there are none.
+
+    `error` is the evaluator's failure (a label for the trial); `infra_error`
+    is ours (image missing, daemon down): retry, don't label.
+    """
+
+    exit_code: int | None
+    timed_out: bool
+    metrics: dict[str, object] | None
+    error: str | None
+    log_tail: str
+    infra_error: str | None

@@ -1,0 +1,356 @@
+"""Runs trials and evaluators in hardened, throwaway Docker containers.
+
+A trial is untrusted code written by a model. Each container gets no network,
+a read-only root with a size-limited /tmp, no capabilities, no privilege
+escalation, a non-root user, and caps on memory (swap included), CPUs and
+processes. Only /output is writable. The evaluator runs in a second container
+that mounts the trial's output read-only, so the trial never sees the
+evaluator or the held-out data, and cannot forge its score.
+
+Lifecycle, every time: create -> start -> wait (our deadline, then kill) ->
+logs -> remove, removal in `finally`. Containers carry the label
+`trialforge.trial=<id>` so `sweep` finds what a killed worker left behind.
+Docker failures become `infra_error`; only the trial's own behaviour becomes
+exit codes and flags.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Literal
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, NotFound
+from docker.models.containers import Container
+from docker.types import DeviceRequest, LogConfig, Mount
+
+from sandbox.artifacts import directory_bytes
+from sandbox.contract import (
+    DATA_ENV,
+    DATA_MOUNT,
+    EVALUATOR_MOUNT,
+    OUTPUT_ENV,
+    OUTPUT_MOUNT,
+    RECIPE_MOUNT,
+    EvalRequest,
+    EvalResult,
+    Limits,
+    RunRequest,
+    RunResult,
+    SandboxUnavailable,
+)
+from sandbox.logtail import TailBuffer
+from sandbox.metrics import evaluator_verdict
+
+logger = logging.getLogger(__name__)
+
+TRIAL_LABEL = "trialforge.trial"
+ROLE_LABEL = "trialforge.role"
+TMPFS_BYTES = 256 * 1024 * 1024  # /tmp is RAM-backed and counts against the memory limit
+NOBODY = 65534  # uid and gid used when the worker itself is root
+OOM_EXIT_CODE = 137  # 128 + SIGKILL, what the init process reports for an OOM kill
+# The daemon's own copy of the output, per container, until removal: json-file
+# keeps at most DAEMON_LOG_FILES files of DAEMON_LOG_MAX_SIZE, so a trial that
+# prints forever cannot fill the host's disk while it runs.
+DAEMON_LOG_MAX_SIZE = "1m"
+DAEMON_LOG_FILES = "2"
+
+Role = Literal["run", "eval"]
+_DOCKER_ERRORS = (DockerException, requests.exceptions.RequestException)
+
+
+@dataclass(frozen=True)
+class _Container:
+    """Everything that differs between a trial container and an evaluator container."""
+
+    trial_id: int
+    role: Role
+    image: str
+    command: str
+    working_dir: str
+    mounts: tuple[Mount, ...]
+    env: Mapping[str, str]
+    limits: Limits
+
+
+@dataclass(frozen=True)
+class _Exited:
+    exit_code: int
+    timed_out: bool
+    oom_killed: bool
+    wallclock_s: float
+    image_digest: str
+    log_tail: str
+    stdout_tail: str
+
+
+class DockerRunner:
+    """The isolated runner: one hardened container per trial, one per evaluation."""
+
+    isolated = True
+
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        try:
+            self._client = client or docker.from_env()
+        except DockerException as error:
+            raise SandboxUnavailable(f"cannot reach the Docker daemon: {error}") from error
+
+    def run(self, request: RunRequest) -> RunResult:
+        spec = _Container(
+            trial_id=request.trial_id,
+            role="run",
+            image=request.image,
+            command=request.command,
+            working_dir=RECIPE_MOUNT,
+            mounts=(
+                _bind(request.recipe_dir, RECIPE_MOUNT, read_only=True),
+                _bind(request.output_dir, OUTPUT_MOUNT, read_only=False),
+            ),
+            env={**request.env, OUTPUT_ENV: OUTPUT_MOUNT},
+            limits=request.limits,
+        )
+        try:
+            # Our own uid, or nobody's when we are root, must be able to write /output.
+            if os.getuid() == 0:
+                os.chown(request.output_dir, NOBODY, NOBODY)
+            exited = self._execute(spec)
+            artifact_bytes = directory_bytes(request.output_dir)
+        except (*_DOCKER_ERRORS, OSError) as error:
+            return RunResult(
+                exit_code=None,
+                oom_killed=False,
+                timed_out=False,
+                wallclock_s=0.0,
+                artifact_bytes=0,
+                log_tail="",
+                image_digest=None,
+                isolated=True,
+                infra_error=_infra_error(spec, error),
+            )
+        return RunResult(
+            exit_code=exited.exit_code,
+            oom_killed=exited.oom_killed,
+            timed_out=exited.timed_out,
+            wallclock_s=exited.wallclock_s,
+            artifact_bytes=artifact_bytes,
+            log_tail=exited.log_tail,
+            image_digest=exited.image_digest,
+            isolated=True,
+            infra_error=None,
+        )
+
+    def evaluate(self, request: EvalRequest) -> EvalResult:
+        mounts = [
+            _bind(request.evaluator_dir, EVALUATOR_MOUNT, read_only=True),
+            _bind(request.output_dir, OUTPUT_MOUNT, read_only=True),
+        ]
+        env = {OUTPUT_ENV: OUTPUT_MOUNT}
+        if request.data_dir is not None:
+            mounts.append(_bind(request.data_dir, DATA_MOUNT, read_only=True))
+            env[DATA_ENV] = DATA_MOUNT
+        spec = _Container(
+            trial_id=request.trial_id,
+            role="eval",
+            image=request.image,
+            command=request.command,
+            working_dir=EVALUATOR_MOUNT,
+            mounts=tuple(mounts),
+            env=env,
+            limits=request.limits,
+        )
+        try:
+            exited = self._execute(spec)
+        except _DOCKER_ERRORS as error:
+            return EvalResult(
+                exit_code=None,
+                timed_out=False,
+                metrics=None,
+                error=None,
+                log_tail="",
+                infra_error=_infra_error(spec, error),
+            )
+        metrics, reason = evaluator_verdict(
+            exit_code=exited.exit_code,
+            timed_out=exited.timed_out,
+            oom_killed=exited.oom_killed,
+            stdout=exited.stdout_tail,
+        )
+        return EvalResult(
+            exit_code=exited.exit_code,
+            timed_out=exited.timed_out,
+            metrics=metrics,
+            error=reason,
+            log_tail=exited.log_tail,
+            infra_error=None,
+        )
+
+    def sweep(self, trial_ids: Collection[int] | None = None) -> int:
+        """Remove leftover containers (all trials', or only `trial_ids`'); returns how many.
+
+        Without `trial_ids` this also removes containers that another live
+        worker on the same daemon is running, so pass the ids when workers
+        share a daemon.
+        """
+        if trial_ids is None:
+            selectors = [TRIAL_LABEL]
+        else:
+            selectors = [f"{TRIAL_LABEL}={trial_id}" for trial_id in trial_ids]
+        removed = 0
+        for selector in selectors:
+            for container in self._client.containers.list(all=True, filters={"label": selector}):
+                try:
+                    container.remove(force=True)
+                except NotFound:
+                    continue  # removed meanwhile by its own worker's `finally`
+                removed += 1
+                logger.info(
+                    "sandbox.sweep.removed trial_id=%s container=%s",
+                    container.labels.get(TRIAL_LABEL),
+                    container.short_id,
+                )
+        return removed
+
+    def _execute(self, spec: _Container) -> _Exited:
+        container = self._create(spec)
+        try:
+            started = time.monotonic()
+            container.start()
+            finished = _wait(container, deadline=started + spec.limits.wallclock_s)
+            wallclock_s = time.monotonic() - started
+            if not finished:
+                _kill(container)
+            exit_code = int(container.wait()["StatusCode"])
+            container.reload()
+            state = container.attrs["State"]
+            return _Exited(
+                exit_code=exit_code,
+                timed_out=not finished,
+                oom_killed=exit_code == OOM_EXIT_CODE and bool(state["OOMKilled"]),
+                wallclock_s=wallclock_s,
+                image_digest=str(container.attrs["Image"]),
+                log_tail=_logs(container, stdout=True, stderr=True),
+                # Only the evaluator's stdout carries a verdict.
+                stdout_tail=(
+                    _logs(container, stdout=True, stderr=False) if spec.role == "eval" else ""
+                ),
+            )
+        finally:
+            _remove(container, spec)
+
+    def _create(self, spec: _Container) -> Container:
+        limits = spec.limits
+        device_requests = (
+            [DeviceRequest(device_ids=list(limits.gpu_ids), capabilities=[["gpu"]])]
+            if limits.gpu_ids
+            else []
+        )
+        container: Container = self._client.containers.create(
+            spec.image,
+            ["/bin/sh", "-c", spec.command],
+            working_dir=spec.working_dir,
+            mounts=list(spec.mounts),
+            environment={"HOME": "/tmp", **spec.env},
+            user=_container_user(),
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMPFS_BYTES},mode=1777"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=limits.pids,
+            mem_limit=limits.memory_bytes,
+            memswap_limit=limits.memory_bytes,
+            nano_cpus=int(limits.cpus * 1e9),
+            init=True,
+            device_requests=device_requests,
+            labels={TRIAL_LABEL: str(spec.trial_id), ROLE_LABEL: spec.role},
+            log_config=LogConfig(
+                type=LogConfig.types.JSON,
+                config={"max-size": DAEMON_LOG_MAX_SIZE, "max-file": DAEMON_LOG_FILES},
+            ),
+        )
+        logger.info(
+            "sandbox.container.created trial_id=%s role=%s container=%s",
+            spec.trial_id,
+            spec.role,
+            container.short_id,
+        )
+        return container
+
+
+def _wait(container: Container, deadline: float) -> bool:
+    """Block until the container exits (True) or `deadline` passes (False)."""
+    try:
+        container.wait(timeout=max(deadline - time.monotonic(), 0.0))
+    except requests.exceptions.RequestException:
+        if time.monotonic() < deadline:
+            raise  # the daemon failed us before the deadline: an infra error
+        return False
+    return True
+
+
+def _kill(container: Container) -> None:
+    try:
+        container.kill()
+    except APIError as error:
+        if error.status_code != HTTPStatus.CONFLICT:
+            raise
+        # 409: it exited on its own between the deadline and the kill.
+
+
+def _logs(container: Container, *, stdout: bool, stderr: bool) -> str:
+    tail = TailBuffer()
+    for chunk in container.logs(stdout=stdout, stderr=stderr, stream=True, follow=False):
+        tail.write(chunk)
+    return tail.text()
+
+
+def _remove(container: Container, spec: _Container) -> None:
+    try:
+        container.remove(force=True)
+    except _DOCKER_ERRORS as error:
+        # Deliberate: the result is already decided; `sweep` removes it later by label.
+        logger.error(
+            "sandbox.container.remove_failed trial_id=%s role=%s container=%s error=%s",
+            spec.trial_id,
+            spec.role,
+            container.short_id,
+            error,
+        )
+        return
+    logger.info(
+        "sandbox.container.removed trial_id=%s role=%s container=%s",
+        spec.trial_id,
+        spec.role,
+        container.short_id,
+    )
+
+
+def _container_user() -> str:
+    """The worker's own uid, so it can clean up what the trial wrote; nobody if it is root."""
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        uid = gid = NOBODY
+    return f"{uid}:{gid}"
+
+
+def _bind(source: Path, target: str, *, read_only: bool) -> Mount:
+    """A bind mount that fails at create time, as an infra error, if `source` is missing.
+
+    (The legacy `volumes=` form would silently create an empty directory.)
+    """
+    return Mount(target=target, source=str(source.resolve()), type="bind", read_only=read_only)
+
+
+def _infra_error(spec: _Container, error: Exception) -> str:
+    reason = f"{type(error).__name__}: {error}"
+    logger.error(
+        "sandbox.docker.infra_error trial_id=%s role=%s error=%s", spec.trial_id, spec.role, reason
+    )
+    return reason

@@ -1,0 +1,302 @@
+"""Runs trials as plain subprocesses, for machines without Docker.
+
+This is NOT a sandbox: the trial can read whatever the worker can read and
+reach the network. Every run logs `sandbox.local.unisolated`, every log tail
+starts with `UNISOLATED_NOTICE` and every result says `isolated=False`, so
+nobody mistakes these results for contained ones. What it does bound:
+
+- wall-clock: our deadline, then SIGKILL to the trial's process group (it
+  gets a session of its own) and to every process still carrying its marker
+  variable `LOCAL_TRIAL_ENV`, which also lets `sweep` find the trials of a
+  worker that died;
+- memory: RLIMIT_AS, i.e. virtual address space, stricter than a container's
+  resident-memory limit (libraries that reserve large ranges, such as
+  OpenBLAS thread buffers, need headroom);
+- CPU time: RLIMIT_CPU of wallclock_s x cpus, a backstop for trials orphaned
+  by a dead worker; its SIGXCPU is reported as a deadline overrun;
+- processes: RLIMIT_NPROC, which Linux counts per user, so it is set to the
+  user's current count plus `pids`; root is exempt from it;
+- file size: RLIMIT_FSIZE of `FILE_MAX_BYTES` per file.
+
+What it can tell about memory: an allocation past RLIMIT_AS fails instead of
+being killed, so a Python trial dies with `MemoryError`, recognised as the
+last line of its output and reported as `oom_killed`. A native library that
+aborts or segfaults on a failed malloc reads as a crash, and the kernel's OOM
+killer (host memory exhausted) as exit 137 without `oom_killed`.
+
+The recipe and evaluator run in temporary copies, so a trial cannot edit its
+recipe, and find their output directory (and the evaluator its data) through
+`TRIALFORGE_OUTPUT` / `TRIALFORGE_DATA` instead of mounts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from sandbox.artifacts import directory_bytes
+from sandbox.contract import (
+    DATA_ENV,
+    OUTPUT_ENV,
+    SANDBOX_PATH,
+    EvalRequest,
+    EvalResult,
+    Limits,
+    RunRequest,
+    RunResult,
+)
+from sandbox.logtail import TailBuffer
+from sandbox.metrics import evaluator_verdict
+
+logger = logging.getLogger(__name__)
+
+UNISOLATED_NOTICE = "[trialforge: local runner, NOT isolated: no network or filesystem sandbox]\n"
+LOCAL_TRIAL_ENV = "TRIALFORGE_LOCAL_TRIAL"  # marks every process of a trial for sweeping
+FILE_MAX_BYTES = 16 * 1024**3  # per file: a runaway writer fails before the disk fills
+CPU_GRACE_S = 1  # added to the CPU-time backstop so our deadline normally fires first
+PIPE_CHUNK_BYTES = 64 * 1024
+PIPE_DRAIN_S = 5.0  # to read what is left in the pipes after every process is killed
+_SIGNAL_EXIT_BASE = 128  # a shell reports death by signal N as exit 128 + N
+_OOM_LAST_LINE = "MemoryError"
+
+
+@dataclass(frozen=True)
+class _Exited:
+    exit_code: int
+    timed_out: bool
+    wallclock_s: float
+    log: TailBuffer
+    stdout: TailBuffer
+
+
+class LocalRunner:
+    """The unisolated fallback runner: a subprocess under rlimits and our deadline."""
+
+    isolated = False
+
+    def run(self, request: RunRequest) -> RunResult:
+        logger.warning("sandbox.local.unisolated trial_id=%s role=run", request.trial_id)
+        exited = _execute(
+            request.trial_id,
+            request.command,
+            source=request.recipe_dir,
+            env={**request.env, OUTPUT_ENV: str(request.output_dir.resolve())},
+            limits=request.limits,
+        )
+        log_tail = exited.log.text(header=UNISOLATED_NOTICE)
+        try:
+            artifact_bytes = directory_bytes(request.output_dir)
+        except OSError as error:
+            return RunResult(
+                exit_code=exited.exit_code,
+                oom_killed=False,
+                timed_out=exited.timed_out,
+                wallclock_s=exited.wallclock_s,
+                artifact_bytes=0,
+                log_tail=log_tail,
+                image_digest=None,
+                isolated=False,
+                infra_error=f"cannot measure {request.output_dir}: {error}",
+            )
+        return RunResult(
+            exit_code=exited.exit_code,
+            oom_killed=exited.exit_code != 0 and _ends_with_memory_error(log_tail),
+            timed_out=exited.timed_out,
+            wallclock_s=exited.wallclock_s,
+            artifact_bytes=artifact_bytes,
+            log_tail=log_tail,
+            image_digest=None,
+            isolated=False,
+            infra_error=None,
+        )
+
+    def evaluate(self, request: EvalRequest) -> EvalResult:
+        logger.warning("sandbox.local.unisolated trial_id=%s role=eval", request.trial_id)
+        env = {OUTPUT_ENV: str(request.output_dir.resolve())}
+        if request.data_dir is not None:
+            env[DATA_ENV] = str(request.data_dir.resolve())
+        exited = _execute(
+            request.trial_id,
+            request.command,
+            source=request.evaluator_dir,
+            env=env,
+            limits=request.limits,
+        )
+        log_tail = exited.log.text(header=UNISOLATED_NOTICE)
+        metrics, reason = evaluator_verdict(
+            exit_code=exited.exit_code,
+            timed_out=exited.timed_out,
+            oom_killed=exited.exit_code != 0 and _ends_with_memory_error(log_tail),
+            stdout=exited.stdout.text(),
+        )
+        return EvalResult(
+            exit_code=exited.exit_code,
+            timed_out=exited.timed_out,
+            metrics=metrics,
+            error=reason,
+            log_tail=log_tail,
+            infra_error=None,
+        )
+
+    def sweep(self, trial_ids: Collection[int] | None = None) -> int:
+        """SIGKILL every process marked as a local trial (or as one of `trial_ids`).
+
+        Returns how many processes were killed. Processes of other users are
+        invisible unless the worker is root.
+        """
+        return _kill_marked(trial_ids)
+
+
+def _execute(
+    trial_id: int, command: str, *, source: Path, env: Mapping[str, str], limits: Limits
+) -> _Exited:
+    """Run `command` in a private copy of `source` under rlimits; kill it all at the end."""
+    with tempfile.TemporaryDirectory(prefix=f"trialforge-{trial_id}-") as scratch:
+        workdir = Path(scratch, "work")
+        shutil.copytree(source, workdir, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        return _supervise(
+            trial_id,
+            command,
+            workdir=workdir,
+            env={"PATH": SANDBOX_PATH, "HOME": scratch, **env, LOCAL_TRIAL_ENV: str(trial_id)},
+            limits=limits,
+        )
+
+
+def _supervise(
+    trial_id: int, command: str, *, workdir: Path, env: Mapping[str, str], limits: Limits
+) -> _Exited:
+    log, stdout = TailBuffer(), TailBuffer()
+    nproc = _tasks_of_user(os.getuid()) + limits.pids
+    started = time.monotonic()
+    process = subprocess.Popen(
+        ["/bin/sh", "-c", command],
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: _apply_rlimits(limits, nproc),
+    )
+    assert process.stdout is not None and process.stderr is not None  # both are PIPE
+    pumps = [
+        _pump(process.stdout, log, stdout),
+        _pump(process.stderr, log),
+    ]
+    try:
+        process.wait(timeout=limits.wallclock_s)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    wallclock_s = time.monotonic() - started
+    # The trial is over, whether it exited or hit the deadline: nothing of it may live on.
+    _kill_group(process.pid)
+    _kill_marked([trial_id])
+    returncode = process.wait()
+    for pump in pumps:
+        pump.join(PIPE_DRAIN_S)
+        if pump.is_alive():
+            logger.warning("sandbox.local.pipe_held trial_id=%s", trial_id)
+    exit_code = _SIGNAL_EXIT_BASE - returncode if returncode < 0 else returncode
+    return _Exited(
+        exit_code=exit_code,
+        timed_out=timed_out or exit_code == _SIGNAL_EXIT_BASE + signal.SIGXCPU,
+        wallclock_s=wallclock_s,
+        log=log,
+        stdout=stdout,
+    )
+
+
+def _apply_rlimits(limits: Limits, nproc: int) -> None:
+    """Runs in the child between fork and exec: plain syscalls only."""
+    cpu_s = math.ceil(limits.wallclock_s * max(limits.cpus, 1.0)) + CPU_GRACE_S
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + CPU_GRACE_S))
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_MAX_BYTES, FILE_MAX_BYTES))
+
+
+def _pump(pipe: IO[bytes], *buffers: TailBuffer) -> threading.Thread:
+    """Drain `pipe` into `buffers` on a daemon thread, so a full pipe never blocks the trial."""
+
+    def drain() -> None:
+        with pipe:
+            while chunk := os.read(pipe.fileno(), PIPE_CHUNK_BYTES):
+                for buffer in buffers:
+                    buffer.write(chunk)
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    return thread
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the group is already empty: the usual case after a clean exit
+
+
+def _kill_marked(trial_ids: Collection[int] | None) -> int:
+    """SIGKILL marked processes (of `trial_ids` only, if given); returns how many."""
+    wanted = None if trial_ids is None else {str(trial_id) for trial_id in trial_ids}
+    killed = 0
+    for pid, trial_id in _marked_processes():
+        if wanted is not None and trial_id not in wanted:
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue  # it exited while we looked
+        killed += 1
+        logger.info("sandbox.local.killed trial_id=%s pid=%s", trial_id, pid)
+    return killed
+
+
+def _marked_processes() -> list[tuple[int, str]]:
+    """(pid, trial id) of every visible process whose environment carries the marker."""
+    marker = f"{LOCAL_TRIAL_ENV}=".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = Path(entry.path, "environ").read_bytes()
+        except OSError:
+            continue  # exited meanwhile, or another user's process
+        for variable in environ.split(b"\0"):
+            if variable.startswith(marker):
+                found.append((int(entry.name), variable[len(marker) :].decode()))
+    return found
+
+
+def _tasks_of_user(uid: int) -> int:
+    """Threads owned by `uid`: what RLIMIT_NPROC counts against."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid == uid:
+                count += len(os.listdir(Path(entry.path, "task")))
+        except OSError:
+            continue  # exited meanwhile
+    return count
+
+
+def _ends_with_memory_error(log_tail: str) -> bool:
+    lines = log_tail.strip().splitlines()
+    return bool(lines) and lines[-1].startswith(_OOM_LAST_LINE)

@@ -1,0 +1,211 @@
+"""A trial commit runs end to end (legality, sandbox, evaluator, label) on each runner.
+
+Invariant: the label and the score come from what the runner measured and
+what the service's evaluator printed, never from the trial; a commit that
+touches a protected path never runs at all.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from app.execution import execute
+from app.gitstore import GitStore
+from app.spec import SearchSpec, parse_spec
+from app.states import Label
+from sandbox import Runner
+from sandbox.docker_runner import TRIAL_LABEL, DockerRunner
+from sandbox.image import DEFAULT_TAG
+from sandbox.local_runner import LocalRunner
+from tests.factories import git
+
+# The baseline recipe: "trains" a model whose accuracy is the constant ACC.
+TRAIN_PY = """\
+import json, os
+ACC = 0.9
+with open(os.path.join(os.environ["TRIALFORGE_OUTPUT"], "model.json"), "w") as f:
+    json.dump({"acc": ACC}, f)
+print("trained")
+"""
+
+# The evaluator: reads the trial's artifact, reports its accuracy, and checks the
+# held-out data is mounted (it would raise otherwise).
+EVALUATE_PY = """\
+import json, os
+with open(os.path.join(os.environ["TRIALFORGE_DATA"], "heldout.txt")) as f:
+    assert f.read() == "secret\\n"
+with open(os.path.join(os.environ["TRIALFORGE_OUTPUT"], "model.json")) as f:
+    model = json.load(f)
+print("scoring")
+print(json.dumps({"val_acc": model["acc"]}))
+"""
+
+MiB = 1024 * 1024
+WALLCLOCK_S = 3
+
+
+@pytest.fixture(params=["docker", "local"])
+def runner(request: pytest.FixtureRequest) -> Runner:
+    if request.param == "docker":
+        request.applymarker(pytest.mark.docker)
+        client: docker.DockerClient = request.getfixturevalue("docker_client")
+        request.getfixturevalue("sandbox_image")
+        return DockerRunner(client)
+    return LocalRunner()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[GitStore, str]:
+    recipe = tmp_path / "recipe"
+    recipe.mkdir()
+    (recipe / "train.py").write_text(TRAIN_PY)
+    (recipe / "data").mkdir()
+    (recipe / "data" / "train.csv").write_text("x,y\n")
+    git(recipe, "init", "-q", "-b", "main")
+    git(recipe, "add", "-A")
+    git(recipe, "commit", "-q", "-m", "recipe")
+    return GitStore.create(tmp_path / "store.git", str(recipe), None)
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> SearchSpec:
+    evaluator, data = tmp_path / "evaluator", tmp_path / "heldout"
+    evaluator.mkdir()
+    data.mkdir()
+    (evaluator / "evaluate.py").write_text(EVALUATE_PY)
+    (data / "heldout.txt").write_text("secret\n")
+    raw: dict[str, Any] = {
+        "name": "execution",
+        "repo": str(tmp_path / "recipe"),
+        "run": "python3 train.py",
+        "image": DEFAULT_TAG,
+        "evaluator": {
+            "path": str(evaluator),
+            "data": str(data),
+            "command": "python3 evaluate.py",
+            "metric": "val_acc",
+            "direction": "maximize",
+            "gates": ["val_acc >= 0.5"],
+            "protected": ["data/**"],
+            "wallclock_s": 20,
+        },
+        "budgets": {
+            "trial": {"wallclock_s": WALLCLOCK_S, "memory": "256MiB", "artifact_max_bytes": MiB}
+        },
+        "agents": [{"name": "a", "kind": "llm", "model": "m", "surface": {"paths": ["*"]}}],
+    }
+    return parse_spec(raw)
+
+
+def commit_edit(
+    store: tuple[GitStore, str], new_train: str, *, path: str = "train.py", protected: list[str]
+) -> str:
+    repo, base = store
+    old = repo.show_file(base, path) if path in repo.list_files(base) else ""
+    diff = "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True),
+            new_train.splitlines(keepends=True),
+            f"a/{path}" if old else "/dev/null",
+            f"b/{path}",
+        )
+    )
+    return repo.apply_diff(
+        base, diff, message="edit", ref=f"refs/trials/{abs(hash(diff))}", protected=protected
+    )
+
+
+def with_body(body: str) -> str:
+    return TRAIN_PY.replace('print("trained")\n', body)
+
+
+CASES = {
+    "ok": (TRAIN_PY.replace("ACC = 0.9", "ACC = 0.95"), Label.OK, 0.95),
+    "crash": (with_body("raise ValueError('bad shape')\n"), Label.CRASH, None),
+    "budget_overrun": (with_body("import time\ntime.sleep(60)\n"), Label.BUDGET_OVERRUN, None),
+    "oom": (with_body("hog = bytearray(1024 * 1024 * 1024)\n"), Label.OOM, None),
+    "size_failure": (
+        with_body(
+            "open(os.path.join(os.environ['TRIALFORGE_OUTPUT'], 'w'), 'wb')"
+            ".write(b'0' * 2 * 1024 * 1024)\n"
+        ),
+        Label.SIZE_FAILURE,
+        None,
+    ),
+    "gate_miss": (TRAIN_PY.replace("ACC = 0.9", "ACC = 0.3"), Label.GATE_MISS, 0.3),
+    "evaluator_error": (
+        TRAIN_PY.replace("ACC = 0.9", "ACC = float('nan')"),
+        Label.EVALUATOR_ERROR,
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize(("train", "expected", "score"), CASES.values(), ids=CASES.keys())
+def test_a_trial_gets_the_label_and_score_its_behaviour_earns(
+    runner: Runner,
+    store: tuple[GitStore, str],
+    spec: SearchSpec,
+    tmp_path: Path,
+    train: str,
+    expected: Label,
+    score: float | None,
+) -> None:
+    commit = commit_edit(store, train, protected=spec.evaluator.protected)
+
+    result = execute(store[0], commit, spec, runner, trial_id=4242, scratch_dir=tmp_path / "work")
+
+    assert (result.verdict.label, result.verdict.score) == (expected, score), result
+    assert result.run is not None and result.run.isolated is runner.isolated
+    if expected is Label.BUDGET_OVERRUN:
+        assert result.run.wallclock_s < WALLCLOCK_S + 2
+    assert list((tmp_path / "work").iterdir()) == []  # scratch space is cleaned up
+
+
+def test_the_baseline_commit_runs_and_the_evaluator_sees_the_held_out_data(
+    runner: Runner, store: tuple[GitStore, str], spec: SearchSpec, tmp_path: Path
+) -> None:
+    repo, base = store
+
+    result = execute(repo, base, spec, runner, trial_id=4243, scratch_dir=tmp_path / "work")
+
+    assert result.verdict.label is Label.OK, result
+    assert result.evaluation is not None and result.evaluation.metrics == {"val_acc": 0.9}
+    assert "scoring" in result.evaluation.log_tail
+    assert result.run is not None and "trained" in result.run.log_tail
+
+
+def test_a_commit_touching_a_protected_path_never_runs(
+    store: tuple[GitStore, str], spec: SearchSpec, tmp_path: Path
+) -> None:
+    # Committed by something that skipped the check (a merge, an older spec):
+    # execution checks again before any code runs.
+    commit = commit_edit(store, "x,y\n1,2\n", path="data/train.csv", protected=[])
+    result = execute(store[0], commit, spec, LocalRunner(), trial_id=4244, scratch_dir=tmp_path)
+
+    assert result.verdict.label is Label.ILLEGAL_EDIT
+    assert "'data/train.csv' is protected" in result.verdict.reason
+    assert result.run is None
+
+
+@pytest.mark.docker
+def test_no_labelled_container_is_left_after_a_deadline_kill(
+    docker_client: docker.DockerClient,
+    sandbox_image: str,
+    store: tuple[GitStore, str],
+    spec: SearchSpec,
+    tmp_path: Path,
+) -> None:
+    commit = commit_edit(store, CASES["budget_overrun"][0], protected=[])
+
+    execute(
+        store[0], commit, spec, DockerRunner(docker_client), trial_id=4245, scratch_dir=tmp_path
+    )
+
+    left = docker_client.containers.list(all=True, filters={"label": f"{TRIAL_LABEL}=4245"})
+    assert left == []

@@ -1,0 +1,68 @@
+"""Both built-in runners pass the same contract (`tests/sandbox/contract.py`).
+
+The local runner is unisolated but must still measure, bound and clean up
+exactly as the Docker runner does, so a worker can swap one for the other.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import pytest
+
+from sandbox import Runner, RunnerKind
+from sandbox.docker_runner import TRIAL_LABEL, DockerRunner
+from sandbox.local_runner import LOCAL_TRIAL_ENV, LocalRunner
+from tests.sandbox.contract import RunnerContract
+
+
+@pytest.mark.docker
+class TestDockerRunner(RunnerContract):
+    kind = RunnerKind.DOCKER
+
+    @pytest.fixture
+    def runner(self, docker_client: docker.DockerClient) -> Runner:
+        return DockerRunner(docker_client)
+
+    @pytest.fixture
+    def image(self, sandbox_image: str) -> str:
+        return sandbox_image
+
+    @pytest.fixture
+    def leftovers(self, docker_client: docker.DockerClient) -> Callable[[int], int]:
+        def containers_of(trial_id: int) -> int:
+            labelled = {"label": f"{TRIAL_LABEL}={trial_id}"}
+            return len(docker_client.containers.list(all=True, filters=labelled))
+
+        return containers_of
+
+
+class TestLocalRunner(RunnerContract):
+    kind = RunnerKind.LOCAL
+
+    @pytest.fixture
+    def runner(self) -> Runner:
+        return LocalRunner()
+
+    @pytest.fixture
+    def image(self) -> str:
+        return "ignored-by-the-local-runner"
+
+    @pytest.fixture
+    def leftovers(self) -> Callable[[int], int]:
+        def processes_of(trial_id: int) -> int:
+            """Live processes whose environment carries the trial's marker."""
+            marker = f"{LOCAL_TRIAL_ENV}={trial_id}".encode()
+            count = 0
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    environ = Path("/proc", pid, "environ").read_bytes()
+                except OSError:
+                    continue  # exited while we looked
+                count += marker in environ.split(b"\0")
+            return count
+
+        return processes_of

@@ -1,0 +1,246 @@
+"""The label function: one table row per outcome, and the precedence between them.
+
+Invariant: every finished trial gets exactly one label, a score only when the
+evaluator produced a valid number, and a reason a human (and the next agent)
+can act on. Our own failures are `infra_error`, the only retryable label.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from app.labels import Verdict, label, metric_value, run_verdict
+from app.spec import SearchSpec, parse_spec
+from app.states import Label
+from sandbox import EvalResult, RunResult
+
+CLEAN_RUN = RunResult(
+    exit_code=0,
+    oom_killed=False,
+    timed_out=False,
+    wallclock_s=1.5,
+    artifact_bytes=1000,
+    log_tail="epoch 3 done\n",
+    image_digest="sha256:abc",
+    isolated=True,
+    infra_error=None,
+)
+
+
+def scored(**metrics: Any) -> EvalResult:
+    return EvalResult(
+        exit_code=0, timed_out=False, metrics=metrics, error=None, log_tail="", infra_error=None
+    )
+
+
+def make_spec(direction: str = "maximize") -> SearchSpec:
+    return parse_spec(
+        {
+            "name": "labels",
+            "repo": "/recipe",
+            "run": "python train.py",
+            "evaluator": {
+                "path": "/evaluator",
+                "command": "python evaluate.py",
+                "metric": "val_acc",
+                "direction": direction,
+                "gates": ["val_acc >= 0.5", "seconds < 60"],
+            },
+            "budgets": {"trial": {"wallclock_s": 30, "memory": "1GiB", "artifact_max_bytes": 2000}},
+            "agents": [{"name": "a", "kind": "llm", "model": "m", "surface": {"paths": ["*"]}}],
+        }
+    )
+
+
+SPEC = make_spec()
+PASSING = scored(val_acc=0.9, seconds=12)
+
+CASES: list[tuple[str, RunResult, EvalResult | None, Label, float | None, str]] = [
+    ("ok", CLEAN_RUN, PASSING, Label.OK, 0.9, "val_acc = 0.9"),
+    ("ok with an int metric", CLEAN_RUN, scored(val_acc=1, seconds=1), Label.OK, 1.0, ""),
+    (
+        "crash",
+        replace(CLEAN_RUN, exit_code=1, log_tail="Traceback\nValueError: bad shape\n"),
+        None,
+        Label.CRASH,
+        None,
+        "exited with code 1: Traceback | ValueError: bad shape",
+    ),
+    (
+        "budget_overrun",
+        replace(CLEAN_RUN, exit_code=137, timed_out=True, wallclock_s=30.2),
+        None,
+        Label.BUDGET_OVERRUN,
+        None,
+        "30s wall-clock budget",
+    ),
+    (
+        "oom",
+        replace(CLEAN_RUN, exit_code=137, oom_killed=True),
+        None,
+        Label.OOM,
+        None,
+        "out of memory",
+    ),
+    (
+        "size_failure",
+        replace(CLEAN_RUN, artifact_bytes=2001),
+        None,
+        Label.SIZE_FAILURE,
+        None,
+        "2001 bytes, over the 2000-byte cap",
+    ),
+    (
+        "size at the cap is fine",
+        replace(CLEAN_RUN, artifact_bytes=2000),
+        PASSING,
+        Label.OK,
+        0.9,
+        "",
+    ),
+    (
+        "gate_miss keeps the score",
+        CLEAN_RUN,
+        scored(val_acc=0.4, seconds=12),
+        Label.GATE_MISS,
+        0.4,
+        "val_acc = 0.4 fails val_acc >= 0.5",
+    ),
+    (
+        "gate_miss names every failed gate",
+        CLEAN_RUN,
+        scored(val_acc=0.4, seconds=61),
+        Label.GATE_MISS,
+        0.4,
+        "seconds = 61 fails seconds < 60",
+    ),
+    (
+        "evaluator_error: evaluator failed",
+        CLEAN_RUN,
+        EvalResult(1, False, None, "evaluator exited with code 1", "boom", None),
+        Label.EVALUATOR_ERROR,
+        None,
+        "evaluator exited with code 1",
+    ),
+    (
+        "evaluator_error: metric missing",
+        CLEAN_RUN,
+        scored(accuracy=0.9, seconds=1),
+        Label.EVALUATOR_ERROR,
+        None,
+        "metric 'val_acc' missing from the evaluator's output (it gave: accuracy, seconds)",
+    ),
+    (
+        "evaluator_error: metric not a number",
+        CLEAN_RUN,
+        scored(val_acc="0.9", seconds=1),
+        Label.EVALUATOR_ERROR,
+        None,
+        "not a number",
+    ),
+    (
+        "evaluator_error: a boolean is not a score",
+        CLEAN_RUN,
+        scored(val_acc=True, seconds=1),
+        Label.EVALUATOR_ERROR,
+        None,
+        "not a number",
+    ),
+    (
+        "evaluator_error: gate metric missing",
+        CLEAN_RUN,
+        scored(val_acc=0.9),
+        Label.EVALUATOR_ERROR,
+        0.9,
+        "gate seconds < 60: metric 'seconds' missing",
+    ),
+    (
+        "infra_error in the run",
+        replace(CLEAN_RUN, exit_code=None, infra_error="ImageNotFound: no such image"),
+        None,
+        Label.INFRA_ERROR,
+        None,
+        "sandbox failed: ImageNotFound",
+    ),
+    (
+        "infra_error in the evaluation",
+        CLEAN_RUN,
+        EvalResult(None, False, None, None, "", "APIError: daemon gone"),
+        Label.INFRA_ERROR,
+        None,
+        "evaluator sandbox failed: APIError",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("run", "evaluation", "expected_label", "expected_score", "reason_part"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_each_outcome_gets_its_label_score_and_reason(
+    run: RunResult,
+    evaluation: EvalResult | None,
+    expected_label: Label,
+    expected_score: float | None,
+    reason_part: str,
+) -> None:
+    verdict = label(run, evaluation, SPEC)
+
+    assert verdict.label is expected_label
+    assert verdict.score == expected_score
+    assert reason_part in verdict.reason
+
+
+def test_every_label_a_run_or_evaluator_can_cause_has_a_row() -> None:
+    covered = {case[3] for case in CASES}
+    # patch_rejected, illegal_edit and duplicate are decided before anything runs.
+    decided_before_running = {Label.PATCH_REJECTED, Label.ILLEGAL_EDIT, Label.DUPLICATE}
+
+    assert covered == set(Label) - decided_before_running
+
+
+@pytest.mark.parametrize(
+    ("run", "expected"),
+    [
+        # A killed trial's exit code is the kill's: the deadline is the cause.
+        (replace(CLEAN_RUN, exit_code=137, timed_out=True, oom_killed=True), Label.BUDGET_OVERRUN),
+        (replace(CLEAN_RUN, exit_code=137, oom_killed=True, artifact_bytes=10**9), Label.OOM),
+        (replace(CLEAN_RUN, exit_code=2, artifact_bytes=10**9), Label.CRASH),
+        # Our failure means the trial proved nothing, whatever else was observed.
+        (replace(CLEAN_RUN, timed_out=True, infra_error="daemon died"), Label.INFRA_ERROR),
+    ],
+    ids=["deadline over oom", "oom over size", "crash over size", "infra over all"],
+)
+def test_the_cause_wins_over_its_symptoms(run: RunResult, expected: Label) -> None:
+    assert label(run, None, SPEC).label is expected
+
+
+def test_a_run_that_passed_needs_an_evaluation_to_be_labelled() -> None:
+    assert run_verdict(CLEAN_RUN, SPEC.budgets.trial) is None
+    with pytest.raises(ValueError, match="without its evaluation"):
+        label(CLEAN_RUN, None, SPEC)
+
+
+def test_the_direction_does_not_change_the_label_only_the_spec_decides_gates() -> None:
+    minimizing = make_spec("minimize")
+
+    assert label(CLEAN_RUN, PASSING, minimizing) == Verdict(Label.OK, 0.9, "val_acc = 0.9")
+
+
+def test_only_infra_errors_are_retryable() -> None:
+    retryable = {case[3] for case in CASES if label(case[1], case[2], SPEC).retryable}
+
+    assert retryable == {Label.INFRA_ERROR}
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_metric_is_refused(value: float) -> None:
+    score, problem = metric_value({"val_acc": value}, "val_acc")
+
+    assert score is None
+    assert "not a finite number" in problem
