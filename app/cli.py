@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -78,6 +83,89 @@ def serve(
     settings = _settings(ctx)
     db.ensure_schema_current(settings.resolved_database_url)
     uvicorn.run(create_app(settings), host=host, port=port)
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated: propose (model calls), trials (sandbox runs).")
+    ] = "propose,trials",
+    concurrency: Annotated[int, typer.Option(min=1, help="Processes: one per trial slot.")] = 2,
+) -> None:
+    """Run a Celery worker: proposals, trials, or both."""
+    settings = _settings(ctx)
+    db.ensure_schema_current(settings.resolved_database_url)
+    from workers.celery_app import celery
+
+    named = [
+        settings.trial_queue if q.strip() == "trials" else q.strip() for q in queues.split(",")
+    ]
+    celery.worker_main(
+        [
+            "worker",
+            f"--queues={','.join(named)}",
+            f"--concurrency={concurrency}",
+            f"--hostname={'+'.join(named)}@%h",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
+def scheduler(
+    ctx: typer.Context,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between sweeps.")] = 2.0,
+) -> None:
+    """Tick every running search periodically: reap lost trials, keep slots full, halt."""
+    settings = _settings(ctx)
+    db.ensure_schema_current(settings.resolved_database_url)
+    from workers.tasks import schedule_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        schedule_forever(interval, stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    slots: Annotated[int, typer.Option(min=1, help="Trial worker processes.")] = 2,
+) -> None:
+    """API, scheduler and workers in one command (the embedded default needs nothing else)."""
+    settings = _settings(ctx)
+    db.migrate(settings.resolved_database_url)
+    me = [sys.executable, "-m", "app.cli"]
+    commands = [
+        [*me, "serve", f"--host={host}", f"--port={port}"],
+        [*me, "scheduler"],
+        [*me, "worker", "--queues=propose", "--concurrency=4"],
+        [*me, "worker", "--queues=trials", f"--concurrency={slots}"],
+    ]
+    processes = [subprocess.Popen(command) for command in commands]
+    typer.echo(f"trialforge up: API on http://{host}:{port} (Ctrl-C stops everything)")
+    try:
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait()
+    failed = [c for c, p in zip(commands, processes, strict=True) if p.returncode not in (0, -15)]
+    if failed:
+        typer.echo(f"error: a process stopped: {' '.join(failed[0][2:])}", err=True)
+        raise typer.Exit(1)
 
 
 @db_app.command("upgrade")
@@ -174,3 +262,7 @@ def _score(value: float | None) -> str:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,7 @@ from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,7 +24,9 @@ class SandboxBackend(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRIALFORGE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TRIALFORGE_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     data_dir: Path = Field(
         default=Path("data"),
@@ -43,7 +45,28 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint (OpenAI, vLLM, Ollama)."
     )
-    llm_api_key: SecretStr | None = None
+    llm_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRIALFORGE_LLM_API_KEY", "OPENAI_API_KEY"),
+        description="Key for the LLM endpoint; OPENAI_API_KEY is read too.",
+    )
+    heartbeat_s: float = Field(
+        default=10.0, gt=0, description="A running trial's lease is renewed this often."
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="Runs of one trial before an infra error is final."
+    )
+    trial_queue: str = Field(
+        default="trials", description="Queue the trial workers of this host consume."
+    )
+    gpu_ids: str = Field(
+        default="",
+        description="GPUs this trial worker hands out, e.g. '0,1' (NVIDIA runtime ids).",
+    )
+    visibility_timeout_s: int = Field(
+        default=24 * 3600,
+        description="Redis redelivers an unacknowledged task after this; above any trial budget.",
+    )
 
     @cached_property
     def resolved_database_url(self) -> str:
@@ -56,6 +79,10 @@ class Settings(BaseSettings):
         if self.broker_url:
             return self.broker_url
         return f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def gpus(self) -> tuple[str, ...]:
+        return tuple(gpu.strip() for gpu in self.gpu_ids.split(",") if gpu.strip())
 
     @property
     def repos_dir(self) -> Path:

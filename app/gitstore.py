@@ -202,6 +202,35 @@ class GitStore:
         if changes:  # an empty edit is not illegal; the search loop labels it elsewhere
             check_paths(changes, protected, surface)
 
+    def combine(self, base_sha: str, edits: Sequence[tuple[str, str]]) -> str:
+        """The diff from `base_sha` that makes every edit in it, merged three-way.
+
+        Each edit is `(parent, commit)`: what that commit changed on its own
+        parent is replayed onto the result so far, with git's three-way merge
+        of file contents. Raises `EditRejected(patch_rejected)` on a conflict.
+        """
+        base = self.resolve(base_sha)
+        with tempfile.TemporaryDirectory(prefix="trialforge-combine-") as scratch:
+            env = {"GIT_INDEX_FILE": str(Path(scratch, "index"))}
+            self._git("read-tree", base, env=env)
+            for parent, commit in edits:
+                patch = Path(scratch, "edit.diff")
+                patch.write_text(self.diff(parent, commit), encoding="utf-8")
+                status, _, stderr = self._run("apply", "--cached", "--3way", str(patch), env=env)
+                if status != 0:
+                    raise EditRejected(
+                        Label.PATCH_REJECTED,
+                        f"the edit of {commit[:12]} does not merge: {_clean(stderr)}",
+                    )
+            tree = self._git("write-tree", env=env)
+        return self._git(
+            "diff", "--no-color", "--no-ext-diff", "--no-textconv", base, tree, strip=False
+        )
+
+    def tree_of(self, sha: str) -> str:
+        """The tree a commit records: equal for two commits with the same files."""
+        return self._git("rev-parse", f"{self.resolve(sha)}^{{tree}}")
+
     def resolve(self, ref: str) -> str:
         """The full sha of the commit `ref` names; raises `NotFound` when it names none."""
         status, out, _ = self._run(

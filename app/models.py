@@ -9,7 +9,8 @@ queries: trials by search and score, by agent, by label, by status, by parent.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -52,12 +53,32 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+E = TypeVar("E", bound=StrEnum)
+
+
+class StrEnumColumn(TypeDecorator[E]):
+    """A str enum stored as plain text (no DB enum type to migrate) and read back as the enum."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
+
+
 class Search(Base):
     __tablename__ = "search"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
-    status: Mapped[SearchStatus] = mapped_column(String(16), index=True)
+    status: Mapped[SearchStatus] = mapped_column(StrEnumColumn(SearchStatus, 16), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     repo_path: Mapped[str] = mapped_column(Text)
     base_commit: Mapped[str] = mapped_column(String(64))
@@ -97,6 +118,7 @@ class Trial(Base):
         Index("ix_trial_search_agent", "search_id", "agent_id"),
         Index("ix_trial_search_label", "search_id", "label"),
         Index("ix_trial_search_status", "search_id", "status"),
+        Index("ix_trial_search_edit", "search_id", "edit_hash"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -110,9 +132,12 @@ class Trial(Base):
     hypothesis: Mapped[str] = mapped_column(Text, default="")
     diff: Mapped[str] = mapped_column(Text, default="")
     commit_sha: Mapped[str | None] = mapped_column(String(64))
+    edit_hash: Mapped[str | None] = mapped_column(
+        String(64), doc="The tree the edit produced: equal for two edits that do the same."
+    )
 
-    status: Mapped[TrialStatus] = mapped_column(String(16))
-    label: Mapped[Label | None] = mapped_column(String(32))
+    status: Mapped[TrialStatus] = mapped_column(StrEnumColumn(TrialStatus, 16))
+    label: Mapped[Label | None] = mapped_column(StrEnumColumn(Label, 32))
     label_reason: Mapped[str | None] = mapped_column(Text)
     score: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -28,7 +28,7 @@ BASELINE_HYPOTHESIS = "Baseline: the recipe as submitted, with no edit."
 TERMINAL = frozenset({SearchStatus.CANCELLED, SearchStatus.FINISHED})
 # Trials not yet started are cancelled with their search; a running one is stopped
 # by the worker that holds it (it kills the container, then marks the trial).
-UNSTARTED = (TrialStatus.PROPOSED, TrialStatus.QUEUED)
+UNFINISHED = (TrialStatus.PROPOSED, TrialStatus.READY, TrialStatus.QUEUED, TrialStatus.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,8 @@ def create_search(session: Session, spec: SearchSpec, *, repos_dir: Path, actor:
             number=0,
             hypothesis=BASELINE_HYPOTHESIS,
             commit_sha=base_sha,
-            status=TrialStatus.QUEUED,
-            queued_at=utcnow(),
+            edit_hash=store.tree_of(base_sha),
+            status=TrialStatus.READY,
             image=spec.image,
         )
         session.add(baseline)
@@ -193,7 +193,8 @@ def apply_action(session: Session, search_id: int, action: SearchAction, *, acto
     if target is SearchStatus.CANCELLED:
         session.execute(
             update(Trial)
-            .where(Trial.search_id == search_id, Trial.status.in_(UNSTARTED))
+            # Running trials too: their workers see it at the next heartbeat and kill the run.
+            .where(Trial.search_id == search_id, Trial.status.in_(UNFINISHED))
             .values(status=TrialStatus.CANCELLED, finished_at=now)
             .execution_options(synchronize_session=False)
         )

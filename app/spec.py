@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from app.errors import InvalidSpec
+from app.selection import ParentSelection
 from app.states import Direction
 
 DEFAULT_IMAGE = "trialforge/sandbox:latest"
@@ -196,6 +197,9 @@ class AgentSpec(StrictModel):
         default=None, description="OpenAI-compatible endpoint; default: TRIALFORGE_LLM_BASE_URL."
     )
     temperature: float = Field(default=0.7, ge=0, le=2)
+    max_output_tokens: int = Field(default=4096, ge=64, description="Per model call.")
+    price_in_usd_per_mtok: float = Field(default=0.0, ge=0, description="For the cost budget.")
+    price_out_usd_per_mtok: float = Field(default=0.0, ge=0)
     weight: float = Field(default=1.0, gt=0)
     knobs: list[Knob] = Field(default_factory=list, validate_default=True)
 
@@ -227,6 +231,9 @@ class SearchSpec(StrictModel):
     evaluator: EvaluatorSpec
     budgets: Budgets = Field(default_factory=Budgets)
     agents: list[AgentSpec] = Field(min_length=1)
+    selection: ParentSelection = Field(
+        default=ParentSelection.RATCHET, description="How each proposal picks its parent."
+    )
 
     @field_validator("agents")
     @classmethod

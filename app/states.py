@@ -46,8 +46,9 @@ def next_search_status(current: SearchStatus, action: SearchAction) -> SearchSta
 class TrialStatus(StrEnum):
     """Where a trial is in the pipeline. Its outcome is the separate `Label`."""
 
-    PROPOSED = "proposed"
-    QUEUED = "queued"
+    PROPOSED = "proposed"  # an agent is writing its edit
+    READY = "ready"  # committed, waiting for a free slot
+    QUEUED = "queued"  # handed to the broker for a trial worker
     RUNNING = "running"
     FINISHED = "finished"
     CANCELLED = "cancelled"

@@ -191,6 +191,10 @@ class DockerRunner:
             infra_error=None,
         )
 
+    def live_trials(self) -> set[int]:
+        containers = self._client.containers.list(all=True, filters={"label": TRIAL_LABEL})
+        return {int(container.labels[TRIAL_LABEL]) for container in containers}
+
     def sweep(self, trial_ids: Collection[int] | None = None) -> int:
         """Remove leftover containers (all trials', or only `trial_ids`'); returns how many.
 

@@ -150,6 +150,9 @@ class LocalRunner:
             infra_error=None,
         )
 
+    def live_trials(self) -> set[int]:
+        return {int(trial_id) for _, trial_id in _marked_processes() if trial_id.isdigit()}
+
     def sweep(self, trial_ids: Collection[int] | None = None) -> int:
         """SIGKILL every process marked as a local trial (or as one of `trial_ids`).
 

@@ -34,6 +34,14 @@ class Runner(Protocol):
 
     def evaluate(self, request: EvalRequest) -> EvalResult: ...
 
+    def live_trials(self) -> set[int]:
+        """Ids of the trials that have something running or left behind on this host.
+
+        A worker compares them with the store at start to find what a dead
+        worker orphaned, then passes those ids to `sweep`.
+        """
+        ...
+
     def sweep(self, trial_ids: Collection[int] | None = None) -> int:
         """Stop and remove what dead workers left running; returns how many were removed.
 

@@ -13,7 +13,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
+import requests
+from docker.errors import DockerException, ImageNotFound
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -22,6 +25,7 @@ from sqlalchemy.orm import Session
 from app.api import create_app
 from app.config import Settings, normalize_database_url
 from app.db import get_engine, migrate, session_scope
+from sandbox.image import DEFAULT_TAG, build_offline
 from tests import factories
 
 TABLES = ("event", "trial", "agent", "search")
@@ -105,3 +109,32 @@ def session(database_url: str) -> Iterator[Session]:
 @pytest.fixture
 def recipe(tmp_path: Path) -> factories.Recipe:
     return factories.make_recipe(tmp_path)
+
+
+# Docker: without a daemon the Docker tests skip on a developer machine but FAIL
+# in CI (`CI=true`), so a broken engine can never turn a suite green by
+# skipping it. `.ci/docker.sh` starts the engine and builds the image.
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except (DockerException, requests.exceptions.RequestException) as error:
+        reason = f"Docker daemon unreachable ({error}); run .ci/docker.sh"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_client: docker.DockerClient) -> str:
+    """The sandbox image tag, built offline (about 40 s) when it is missing."""
+    try:
+        docker_client.images.get(DEFAULT_TAG)
+    except ImageNotFound:
+        build_offline(DEFAULT_TAG)
+    return DEFAULT_TAG

@@ -58,6 +58,13 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+def commit_all(repo: Path) -> None:
+    """Make `repo` a git repository whose one commit holds every file in it."""
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "recipe")
+
+
 def make_recipe(root: Path) -> Recipe:
     repo = root / "recipe"
     repo.mkdir()
@@ -65,9 +72,7 @@ def make_recipe(root: Path) -> Recipe:
     (repo / "model.py").write_text("WIDTH = 64\n")
     (repo / "data").mkdir()
     (repo / "data" / "README").write_text("training data lives here\n")
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "recipe")
+    commit_all(repo)
     evaluator = root / "evaluator"
     evaluator.mkdir()
     (evaluator / "evaluate.py").write_text(EVALUATE_PY)

@@ -43,7 +43,7 @@ def test_creating_a_search_imports_the_recipe_and_records_the_baseline(
     assert baseline["parent_id"] is None
     assert baseline["diff"] == ""
     assert baseline["commit_sha"] == search["base_commit"]
-    assert baseline["status"] == "queued"
+    assert baseline["status"] == "ready"
 
 
 def test_the_stored_spec_is_normalised_so_it_reads_back_in_canonical_units(

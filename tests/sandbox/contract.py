@@ -255,9 +255,11 @@ class RunnerContract:
             worker.wait()
         left = leftovers(harness.trial_id)
         assert left, "a worker killed mid-run should leave its trial running"
+        assert harness.trial_id in harness.runner.live_trials()
 
         assert harness.runner.sweep([harness.trial_id]) == left
         wait_until(lambda: leftovers(harness.trial_id) == 0, "the sweep took effect")
+        assert harness.trial_id not in harness.runner.live_trials()
 
     def test_evaluate_reads_metrics_from_the_last_json_line_of_stdout(
         self, harness: Harness

@@ -22,7 +22,7 @@ from sandbox import Runner
 from sandbox.docker_runner import TRIAL_LABEL, DockerRunner
 from sandbox.image import DEFAULT_TAG
 from sandbox.local_runner import LocalRunner
-from tests.factories import git
+from tests.factories import commit_all
 
 # The baseline recipe: "trains" a model whose accuracy is the constant ACC.
 TRAIN_PY = """\
@@ -66,9 +66,7 @@ def store(tmp_path: Path) -> tuple[GitStore, str]:
     (recipe / "train.py").write_text(TRAIN_PY)
     (recipe / "data").mkdir()
     (recipe / "data" / "train.csv").write_text("x,y\n")
-    git(recipe, "init", "-q", "-b", "main")
-    git(recipe, "add", "-A")
-    git(recipe, "commit", "-q", "-m", "recipe")
+    commit_all(recipe)
     return GitStore.create(tmp_path / "store.git", str(recipe), None)
 
 

@@ -1,0 +1,386 @@
+"""The search loop's state changes: schedule, claim, heartbeat, finish, reap.
+
+Every transition is a compare-and-set on `trial.status` (and the claiming
+worker), so a task delivered twice, a reaper racing a slow worker, or a
+cancel racing a finish each resolve to exactly one winner and the loser does
+nothing. Times come from the database clock (`db_now`), never a worker's.
+Functions flush and return what to enqueue; the caller commits and only then
+sends (a rolled-back tick sends nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from random import Random
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app import events
+from app.execution import Execution
+from app.models import Agent, Search, Trial
+from app.scheduler import SearchState, eligible, plan
+from app.selection import Candidate, best_of, select_parent
+from app.spec import SearchSpec
+from app.states import Direction, Label, SearchStatus, TrialStatus
+
+logger = logging.getLogger(__name__)
+
+STALE_HEARTBEATS = 2  # a running trial is lost after this many missed heartbeats
+ACTOR = "scheduler"
+CANDIDATE_LIMIT = 50  # kept trials a tournament draws from (the best ones)
+
+
+class Task(StrEnum):
+    PROPOSE = "propose"
+    RUN = "run"
+
+
+@dataclass(frozen=True)
+class Send:
+    """A task to enqueue once the transaction that decided it has committed."""
+
+    task: Task
+    trial_id: int
+
+
+def db_now(session: Session) -> datetime:
+    """The database's clock, tz-aware UTC (SQLite returns text, Postgres a datetime)."""
+    value = session.scalar(select(func.current_timestamp()))
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _cas(
+    session: Session, trial_id: int, expected: tuple[TrialStatus, ...], **values: object
+) -> bool:
+    """Move trial `trial_id` out of `expected` statuses; True only for the one caller that did."""
+    moved = session.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.status.in_(expected))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def tick(session: Session, search_id: int, *, heartbeat_s: float, max_attempts: int) -> list[Send]:
+    """One scheduling step for a search: reap, dispatch, propose, or halt."""
+    now = db_now(session)
+    # Taking the search row first serialises concurrent ticks of one search.
+    locked = session.execute(
+        update(Search)
+        .where(Search.id == search_id, Search.status == SearchStatus.RUNNING)
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if locked.rowcount != 1:  # type: ignore[attr-defined]
+        return []
+    search = session.get(Search, search_id, populate_existing=True)
+    assert search is not None
+    spec = SearchSpec.model_validate(search.spec)
+    reap(
+        session,
+        search_id,
+        now=now,
+        stale_after_s=STALE_HEARTBEATS * heartbeat_s,
+        max_attempts=max_attempts,
+    )
+    state = _state(session, search, spec, now)
+    decision = plan(state)
+    sends: list[Send] = []
+    for trial_id in decision.dispatch:
+        if _cas(session, trial_id, (TrialStatus.READY,), status=TrialStatus.QUEUED, queued_at=now):
+            sends.append(Send(Task.RUN, trial_id))
+    if decision.cancel_ready:
+        session.execute(
+            update(Trial)
+            .where(Trial.search_id == search_id, Trial.status == TrialStatus.READY)
+            .values(status=TrialStatus.CANCELLED, finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    if decision.propose:
+        sends += _new_proposals(session, search, spec, decision.propose, now)
+    if decision.halt is not None:
+        search.status, search.halt_reason, search.finished_at = (
+            SearchStatus.FINISHED,
+            decision.halt,
+            now,
+        )
+        events.record(
+            session,
+            search_id=search_id,
+            kind="search.finished",
+            actor=ACTOR,
+            data={"reason": decision.halt},
+        )
+        logger.info("search.halted search_id=%s reason=%s", search_id, decision.halt)
+    session.flush()
+    return sends
+
+
+def _state(session: Session, search: Search, spec: SearchSpec, now: datetime) -> SearchState:
+    by_status: dict[str, int] = {
+        status: count
+        for status, count in session.execute(
+            select(Trial.status, func.count())
+            .where(Trial.search_id == search.id)
+            .group_by(Trial.status)
+        )
+    }
+    ready = list(
+        session.scalars(
+            select(Trial.id)
+            .where(Trial.search_id == search.id, Trial.status == TrialStatus.READY)
+            .order_by(Trial.id)
+        )
+    )
+    cost = session.scalar(
+        select(func.coalesce(func.sum(Trial.cost_usd), 0.0)).where(Trial.search_id == search.id)
+    )
+    baseline = session.execute(
+        select(Trial.status, Trial.label).where(Trial.search_id == search.id, Trial.number == 0)
+    ).one()
+    agent_counts: dict[str, int] = {
+        name: count
+        for name, count in session.execute(
+            select(Agent.name, func.count(Trial.id))
+            .join(Trial, Trial.agent_id == Agent.id)
+            .where(Agent.search_id == search.id)
+            .group_by(Agent.name)
+        )
+    }
+    winners = session.scalar(
+        select(func.count(func.distinct(Trial.agent_id))).where(
+            Trial.search_id == search.id, Trial.label == Label.OK, Trial.agent_id.is_not(None)
+        )
+    )
+    total = sum(count for status, count in by_status.items() if status != TrialStatus.CANCELLED)
+    return SearchState(
+        status=search.status,
+        trials_total=total,
+        proposing=by_status.get(TrialStatus.PROPOSED, 0),
+        ready=ready,
+        queued=by_status.get(TrialStatus.QUEUED, 0),
+        running=by_status.get(TrialStatus.RUNNING, 0),
+        cost_usd=float(cost or 0.0),
+        elapsed_s=(now - search.created_at).total_seconds(),
+        baseline_label=baseline.label if baseline.status == TrialStatus.FINISHED else None,
+        max_trials=spec.budgets.search.max_trials,
+        max_concurrent=spec.budgets.search.max_concurrent,
+        max_cost_usd=spec.budgets.search.max_cost_usd,
+        deadline_s=spec.budgets.search.deadline,
+        agent_weights=eligible(
+            [(a.name, a.kind, a.weight) for a in spec.agents], combinable=(winners or 0) >= 2
+        ),
+        agent_counts=agent_counts,
+    )
+
+
+def _new_proposals(
+    session: Session, search: Search, spec: SearchSpec, agents: tuple[str, ...], now: datetime
+) -> list[Send]:
+    rows = {agent.name: agent for agent in search.agents}
+    number = session.scalar(select(func.max(Trial.number)).where(Trial.search_id == search.id))
+    baseline_id = session.scalar(
+        select(Trial.id).where(Trial.search_id == search.id, Trial.number == 0)
+    )
+    assert number is not None and baseline_id is not None  # every search has its baseline
+    candidates = _kept(session, search.id, Direction(spec.evaluator.direction))
+    sends = []
+    for name in agents:
+        number += 1
+        parent_id = select_parent(
+            candidates,
+            fallback=baseline_id,
+            direction=spec.evaluator.direction,
+            strategy=spec.selection,
+            rng=Random(search.id * 1_000_003 + number),
+        )
+        trial = Trial(
+            search_id=search.id,
+            number=number,
+            parent_id=parent_id,
+            agent_id=rows[name].id,
+            status=TrialStatus.PROPOSED,
+            image=spec.image,
+            created_at=now,
+        )
+        session.add(trial)
+        session.flush()
+        sends.append(Send(Task.PROPOSE, trial.id))
+    return sends
+
+
+def _kept(session: Session, search_id: int, direction: Direction) -> list[Candidate]:
+    order = Trial.score.desc() if direction is Direction.MAXIMIZE else Trial.score.asc()
+    rows = session.execute(
+        select(Trial.id, Trial.number, Trial.score)
+        .where(Trial.search_id == search_id, Trial.label == Label.OK, Trial.score.is_not(None))
+        .order_by(order, Trial.number)
+        .limit(CANDIDATE_LIMIT)
+    )
+    return [Candidate(row.id, row.number, row.score) for row in rows]
+
+
+def claim(session: Session, trial_id: int, worker: str) -> bool:
+    """Take a queued trial for `worker`; False when another delivery already took it."""
+    now = db_now(session)
+    claimed = _cas(
+        session,
+        trial_id,
+        (TrialStatus.QUEUED,),
+        status=TrialStatus.RUNNING,
+        worker=worker,
+        started_at=now,
+        heartbeat_at=now,
+        attempts=Trial.attempts + 1,
+    )
+    logger.info("trial.claim trial_id=%s worker=%s won=%s", trial_id, worker, claimed)
+    return claimed
+
+
+def heartbeat(session: Session, trial_id: int, worker: str) -> bool:
+    """Renew the lease; False when the trial is no longer this worker's (cancelled, reaped)."""
+    renewed = session.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.status == TrialStatus.RUNNING, Trial.worker == worker)
+        .values(heartbeat_at=db_now(session))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def finish(
+    session: Session, trial_id: int, worker: str, execution: Execution, *, max_attempts: int
+) -> bool:
+    """Store the outcome of a run; False when the trial was taken from this worker meanwhile.
+
+    The search row is locked first, as `tick` and cancel do, so the reaper and
+    a cancel cannot change the trial between the check and the write (and the
+    lock order is the same everywhere: search, then trial).
+    """
+    search_id = session.scalar(select(Trial.search_id).where(Trial.id == trial_id))
+    if search_id is None:
+        return False
+    now = db_now(session)
+    session.execute(
+        update(Search)
+        .where(Search.id == search_id)
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    trial = session.get(Trial, trial_id, populate_existing=True)
+    if trial is None or trial.status != TrialStatus.RUNNING or trial.worker != worker:
+        logger.warning("trial.finish_lost trial_id=%s worker=%s", trial_id, worker)
+        return False
+    verdict, run = execution.verdict, execution.run
+    if verdict.retryable and trial.attempts < max_attempts:
+        trial.status, trial.worker, trial.label_reason = TrialStatus.READY, None, verdict.reason
+        events.record(
+            session,
+            search_id=trial.search_id,
+            trial_id=trial.id,
+            kind="trial.retry",
+            actor=worker,
+            data={"attempt": trial.attempts, "reason": verdict.reason},
+        )
+        session.flush()
+        return True
+    trial.status, trial.finished_at = TrialStatus.FINISHED, now
+    trial.label, trial.label_reason, trial.score = verdict.label, verdict.reason, verdict.score
+    if execution.evaluation is not None and execution.evaluation.metrics is not None:
+        trial.metrics = execution.evaluation.metrics
+    if run is not None:
+        trial.wallclock_s, trial.artifact_bytes = run.wallclock_s, run.artifact_bytes
+        trial.log_tail, trial.image_digest, trial.isolated = (
+            run.log_tail,
+            run.image_digest,
+            run.isolated,
+        )
+    events.record(
+        session,
+        search_id=trial.search_id,
+        trial_id=trial.id,
+        kind="trial.finished",
+        actor=worker,
+        data={"label": verdict.label, "score": verdict.score},
+    )
+    if verdict.label is Label.OK:
+        _promote(session, trial)
+    session.flush()
+    return True
+
+
+def _promote(session: Session, trial: Trial) -> None:
+    """Make `trial` the search's best when it beats the current best (strictly)."""
+    search = session.get(Search, trial.search_id)
+    assert search is not None and trial.score is not None
+    direction = Direction(search.spec["evaluator"]["direction"])
+    current = session.get(Trial, search.best_trial_id) if search.best_trial_id else None
+    contenders = [Candidate(trial.id, trial.number, trial.score)]
+    if current is not None and current.score is not None:
+        contenders.insert(0, Candidate(current.id, current.number, current.score))
+    best = best_of(contenders, direction)
+    if (
+        best is not None
+        and best.trial_id == trial.id
+        and (current is None or trial.score != current.score)
+    ):
+        search.best_trial_id = trial.id
+        events.record(
+            session,
+            search_id=search.id,
+            trial_id=trial.id,
+            kind="search.new_best",
+            actor=ACTOR,
+            data={"score": trial.score, "previous": current.score if current else None},
+        )
+
+
+def reap(
+    session: Session, search_id: int, *, now: datetime, stale_after_s: float, max_attempts: int
+) -> int:
+    """Take back running trials whose worker stopped heartbeating; returns how many."""
+    stale = list(
+        session.scalars(
+            select(Trial).where(
+                Trial.search_id == search_id,
+                Trial.status == TrialStatus.RUNNING,
+                Trial.heartbeat_at < now - timedelta(seconds=stale_after_s),
+            )
+        )
+    )
+    for trial in stale:
+        retry = trial.attempts < max_attempts
+        values: dict[str, object] = (
+            {"status": TrialStatus.READY, "worker": None}
+            if retry
+            else {
+                "status": TrialStatus.FINISHED,
+                "label": Label.INFRA_ERROR,
+                "label_reason": f"worker {trial.worker} lost it {trial.attempts} times",
+                "finished_at": now,
+            }
+        )
+        if not _cas(session, trial.id, (TrialStatus.RUNNING,), **values):
+            continue  # it finished (or was cancelled) while we looked
+        events.record(
+            session,
+            search_id=search_id,
+            trial_id=trial.id,
+            kind="trial.requeued" if retry else "trial.lost",
+            actor=ACTOR,
+            data={"worker": trial.worker, "attempt": trial.attempts},
+        )
+        logger.warning("trial.reaped trial_id=%s worker=%s retry=%s", trial.id, trial.worker, retry)
+    return len(stale)
+
+
+def active_searches(session: Session) -> list[int]:
+    return list(session.scalars(select(Search.id).where(Search.status == SearchStatus.RUNNING)))

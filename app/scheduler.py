@@ -1,0 +1,97 @@
+"""What a search should do next, decided from a snapshot of its counts.
+
+Two rules make slots never wait on a model: a trial is dispatched the moment
+a slot frees, and proposals are kept ready *ahead* of free slots (as many as
+there are slots), so the next trial is already committed when one finishes.
+Agents take turns in proportion to their weights. A search halts when its
+budget is spent and nothing is left in flight, or when its baseline failed
+(then no trial could be compared to anything). Pure: the service passes the
+clock in as `elapsed_s`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from app.states import Label, SearchStatus
+
+
+@dataclass(frozen=True)
+class SearchState:
+    status: SearchStatus
+    trials_total: int  # every trial row but cancelled ones, the baseline included
+    proposing: int
+    ready: Sequence[int]  # ids of committed trials waiting for a slot, oldest first
+    queued: int
+    running: int
+    cost_usd: float
+    elapsed_s: float
+    baseline_label: Label | None  # None while the baseline has not finished
+    max_trials: int
+    max_concurrent: int
+    max_cost_usd: float | None
+    deadline_s: float | None
+    agent_weights: Mapping[str, float]  # agents that can propose now, in roster order
+    agent_counts: Mapping[str, int]  # trials each agent has proposed so far
+
+
+@dataclass(frozen=True)
+class Plan:
+    propose: tuple[str, ...] = ()  # one agent name per new proposal
+    dispatch: tuple[int, ...] = ()  # ready trials to hand to trial workers
+    cancel_ready: bool = False  # the budget ended: drop what would have run next
+    halt: str | None = None  # why the search is finished, when it is
+
+
+def plan(state: SearchState) -> Plan:
+    if state.status != SearchStatus.RUNNING:
+        return Plan()
+    if state.baseline_label not in (None, Label.OK):
+        return Plan(cancel_ready=True, halt=f"the baseline failed ({state.baseline_label})")
+    spent = budget_spent(state)
+    hard_stop = spent is not None and spent != "max_trials reached"
+    in_flight = state.proposing + state.queued + state.running
+    if spent and (not state.ready or hard_stop) and in_flight == 0:
+        return Plan(cancel_ready=hard_stop, halt=spent)
+    free = max(state.max_concurrent - state.queued - state.running, 0)
+    dispatch = () if hard_stop else tuple(state.ready[:free])
+    if spent or state.baseline_label is None and state.trials_total > state.max_concurrent:
+        # Past the budget nothing new starts; before the baseline is known, only
+        # one round of proposals is made, so a failed baseline wastes little.
+        return Plan(dispatch=dispatch, cancel_ready=hard_stop)
+    waiting = state.proposing + len(state.ready) - len(dispatch)
+    room = state.max_trials - state.trials_total
+    wanted = min(max(state.max_concurrent - waiting, 0), room)
+    return Plan(propose=_turns(state, wanted), dispatch=dispatch)
+
+
+def budget_spent(state: SearchState) -> str | None:
+    """Which search budget is used up, if any."""
+    if state.trials_total >= state.max_trials:
+        return "max_trials reached"
+    if state.max_cost_usd is not None and state.cost_usd >= state.max_cost_usd:
+        return f"max_cost_usd reached (${state.cost_usd:.2f})"
+    if state.deadline_s is not None and state.elapsed_s >= state.deadline_s:
+        return "deadline reached"
+    return None
+
+
+def _turns(state: SearchState, wanted: int) -> tuple[str, ...]:
+    """Weighted fair turns: each pick goes to the agent furthest below its share."""
+    counts = dict(state.agent_counts)
+    order = list(state.agent_weights)
+    picks: list[str] = []
+    for _ in range(wanted if order else 0):
+        agent = min(
+            order,
+            key=lambda name: (counts.get(name, 0) / state.agent_weights[name], order.index(name)),
+        )
+        counts[agent] = counts.get(agent, 0) + 1
+        picks.append(agent)
+    return tuple(picks)
+
+
+def eligible(agents: Sequence[tuple[str, str, float]], combinable: bool) -> dict[str, float]:
+    """name -> weight of the agents that can propose now; a combiner needs two wins to merge."""
+    return {name: weight for name, kind, weight in agents if kind != "combiner" or combinable}

@@ -1,0 +1,28 @@
+"""trial.edit_hash: the tree an edit produced, to refuse a recipe already tried
+
+Revision ID: 2026_11_28_edit_hash
+Revises: 2026_11_25_initial
+Create Date: 2026-11-28
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "2026_11_28_edit_hash"
+down_revision: str | None = "2026_11_25_initial"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("trial") as batch:
+        batch.add_column(sa.Column("edit_hash", sa.String(64), nullable=True))
+    op.create_index("ix_trial_search_edit", "trial", ["search_id", "edit_hash"], if_not_exists=True)
+
+
+def downgrade() -> None:
+    op.drop_index("ix_trial_search_edit", table_name="trial", if_exists=True)
+    with op.batch_alter_table("trial") as batch:
+        batch.drop_column("edit_hash")

@@ -1,0 +1,266 @@
+"""The search loop's transitions, called directly on the real store (no broker, no sandbox).
+
+Invariants: the baseline runs first and proposals are ready ahead of free
+slots; a trial is claimed once however often its message arrives; a trial
+whose worker vanished is re-queued, then labelled, never left `running`; a
+cancel wins over a late finish; only a strict improvement becomes the best;
+the search halts at its budget, or at once when its baseline fails.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app import loop
+from app.config import Settings
+from app.db import session_scope
+from app.execution import Execution
+from app.labels import Verdict
+from app.models import Event, Search, Trial
+from app.searches import apply_action, create_search
+from app.spec import parse_spec
+from app.states import Label, SearchAction, SearchStatus, TrialStatus
+from sandbox import RunResult
+from tests.factories import Recipe, spec_dict
+
+HEARTBEAT_S = 1.0
+MAX_ATTEMPTS = 2
+
+
+def tick(database_url: str, search_id: int) -> list[loop.Send]:
+    with session_scope(database_url) as session:
+        return loop.tick(session, search_id, heartbeat_s=HEARTBEAT_S, max_attempts=MAX_ATTEMPTS)
+
+
+def new_search(session: Session, settings: Settings, recipe: Recipe, **search: Any) -> int:
+    raw = spec_dict(recipe)
+    raw["budgets"]["search"] = {"max_trials": 6, "max_concurrent": 2, **search}
+    spec = parse_spec(raw)
+    search_id = create_search(session, spec, repos_dir=settings.repos_dir, actor="t").id
+    session.commit()
+    return search_id
+
+
+def trial(database_url: str, trial_id: int) -> Trial:
+    with session_scope(database_url) as session:
+        found = session.get(Trial, trial_id)
+        assert found is not None
+        session.expunge(found)
+        return found
+
+
+def ran(label: Label, score: float | None, infra: str | None = None) -> Execution:
+    run = RunResult(
+        exit_code=0 if infra is None else None,
+        oom_killed=False,
+        timed_out=False,
+        wallclock_s=1.0,
+        artifact_bytes=10,
+        log_tail="done\n",
+        image_digest="sha256:x",
+        isolated=True,
+        infra_error=infra,
+    )
+    return Execution(Verdict(label, score, f"{label}"), run)
+
+
+def run_to_end(database_url: str, trial_id: int, execution: Execution, worker: str = "w:1") -> bool:
+    with session_scope(database_url) as session:
+        assert loop.claim(session, trial_id, worker)
+    with session_scope(database_url) as session:
+        return loop.finish(session, trial_id, worker, execution, max_attempts=MAX_ATTEMPTS)
+
+
+def commit_proposal(database_url: str, trial_id: int) -> None:
+    """What a proposal does to the row when its edit is accepted (git is not the point here)."""
+    with session_scope(database_url) as session:
+        found = session.get(Trial, trial_id)
+        assert found is not None and found.parent_id is not None
+        parent = session.get(Trial, found.parent_id)
+        assert parent is not None
+        found.status, found.commit_sha = TrialStatus.READY, parent.commit_sha
+
+
+def test_the_baseline_runs_first_while_proposals_are_made_ahead_of_free_slots(
+    session: Session, settings: Settings, recipe: Recipe, database_url: str
+) -> None:
+    search_id = new_search(session, settings, recipe)
+
+    sends = tick(database_url, search_id)
+
+    baseline = session.scalar(select(Trial).where(Trial.number == 0))
+    assert baseline is not None
+    proposals = [s for s in sends if s.task is loop.Task.PROPOSE]
+    assert [s for s in sends if s.task is loop.Task.RUN] == [loop.Send(loop.Task.RUN, baseline.id)]
+    assert len(proposals) == 2  # one per slot, ready before the baseline frees its slot
+    made = [trial(database_url, s.trial_id) for s in proposals]
+    assert [t.parent_id for t in made] == [baseline.id, baseline.id]
+    assert [t.status for t in made] == [TrialStatus.PROPOSED] * 2
+    assert tick(database_url, search_id) == []  # nothing more until something changes
+
+
+def test_a_trial_is_claimed_once_however_often_its_message_arrives(
+    session: Session, settings: Settings, recipe: Recipe, database_url: str
+) -> None:
+    search_id = new_search(session, settings, recipe)
+    run = next(s for s in tick(database_url, search_id) if s.task is loop.Task.RUN)
+
+    with session_scope(database_url) as unit:
+        first = loop.claim(unit, run.trial_id, "host:1")
+    with session_scope(database_url) as unit:
+        second = loop.claim(unit, run.trial_id, "host:2")
+
+    assert (first, second) == (True, False)
+    assert trial(database_url, run.trial_id).worker == "host:1"
+    assert trial(database_url, run.trial_id).attempts == 1
+
+
+def test_only_a_strict_improvement_becomes_the_best(
+    session: Session, settings: Settings, recipe: Recipe, database_url: str
+) -> None:
+    search_id = new_search(session, settings, recipe)
+    sends = tick(database_url, search_id)
+    baseline = next(s.trial_id for s in sends if s.task is loop.Task.RUN)
+    first, second = (s.trial_id for s in sends if s.task is loop.Task.PROPOSE)
+    assert run_to_end(database_url, baseline, ran(Label.OK, 0.5))
+    for proposal in (first, second):
+        commit_proposal(database_url, proposal)
+    dispatched = [s.trial_id for s in tick(database_url, search_id) if s.task is loop.Task.RUN]
+    assert dispatched == [first, second]
+
+    assert run_to_end(database_url, first, ran(Label.OK, 0.5))  # a tie is no improvement
+    assert run_to_end(database_url, second, ran(Label.OK, 0.7))
+
+    with session_scope(database_url) as unit:
+        search = unit.get(Search, search_id)
+        assert search is not None and search.best_trial_id == second
+        kinds = list(unit.scalars(select(Event.kind).where(Event.kind == "search.new_best")))
+    assert kinds == ["search.new_best", "search.new_best"]  # the baseline, then `second`
+
+
+def test_an_infra_error_is_retried_then_kept_as_the_label(
+    session: Session, settings: Settings, recipe: Recipe, database_url: str
+) -> None:
+    search_id = new_search(session, settings, recipe)
+    baseline = next(s.trial_id for s in tick(database_url, search_id) if s.task is loop.Task.RUN)
+
+    assert run_to_end(database_url, baseline, ran(Label.INFRA_ERROR, None, infra="daemon gone"))
+    assert trial(database_url, baseline).status == TrialStatus.READY
+    assert loop.Send(loop.Task.RUN, baseline) in tick(database_url, search_id)
+    assert run_to_end(database_url, baseline, ran(Label.INFRA_ERROR, None, infra="daemon gone"))
+
+    final = trial(database_url, baseline)
+    assert (final.status, final.label, final.attempts) == (
+        TrialStatus.FINISHED,
+        Label.INFRA_ERROR,
+        MAX_ATTEMPTS,
+    )
+
+
+def test_a_trial_whose_worker_stopped_heartbeating_is_requeued_then_labelled(
+    session: Session, settings: Settings, recipe: Recipe, database_url: str
+) -> None:
+    search_id = new_search(session, settings, recipe)
+    baseline = next(s.trial_id for s in tick(database_url, search_id) if s.task is loop.Task.RUN)
+
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        with session_scope(database_url) as unit:
+            assert loop.claim(unit, baseline, f"dead:{attempt}")
+            stale = loop.db_now(unit) - timedelta(seconds=3 * HEARTBEAT_S)
+            unit.execute(update(Trial).where(Trial.id == baseline).values(heartbeat_at=stale))
+        sends = tick(database_url, search_id)
+        if attempt < MAX_ATTEMPTS:
+            assert loop.Send(loop.Task.RUN, baseline) in sends  # re-queued at once
+
+    lost = trial(database_url, baseline)
+    assert (lost.status, lost.label) == (TrialStatus.FINISHED, Label.INFRA_ERROR)
+    assert "lost it" in (lost.label_reason or "")
+    with session_scope(database_url) as unit:
+        late = loop.finish(unit, baseline, "dead:2", ran(Label.OK, 0.9), max_attempts=MAX_ATTEMPTS)
+    assert late is False  # the vanished worker's late report changes nothing
+    assert trial(database_url, baseline).label is Label.INFRA_ERROR
+
+
+def test_cancel_takes_running_trials_and_a_late_finish_is_discarded(
+    session: Session, settings: Settings, recipe: Recipe, database_url: str
+) -> None:
+    search_id = new_search(session, settings, recipe)
+    baseline = next(s.trial_id for s in tick(database_url, search_id) if s.task is loop.Task.RUN)
+    with session_scope(database_url) as unit:
+        assert loop.claim(unit, baseline, "w:1")
+
+    with session_scope(database_url) as unit:
+        apply_action(unit, search_id, SearchAction.CANCEL, actor="t")
+    with session_scope(database_url) as unit:
+        beat = loop.heartbeat(unit, baseline, "w:1")
+        finished = loop.finish(unit, baseline, "w:1", ran(Label.OK, 0.9), max_attempts=2)
+
+    assert (beat, finished) == (False, False)  # the worker learns to kill its container
+    with session_scope(database_url) as unit:
+        statuses = set(unit.scalars(select(Trial.status).where(Trial.search_id == search_id)))
+    assert statuses == {TrialStatus.CANCELLED}
+    assert tick(database_url, search_id) == []
+
+
+def test_the_search_halts_at_max_trials_once_nothing_is_in_flight(
+    session: Session, settings: Settings, recipe: Recipe, database_url: str
+) -> None:
+    search_id = new_search(session, settings, recipe, max_trials=3, max_concurrent=2)
+    sends = tick(database_url, search_id)
+    baseline = next(s.trial_id for s in sends if s.task is loop.Task.RUN)
+    proposals = [s.trial_id for s in sends if s.task is loop.Task.PROPOSE]
+    assert run_to_end(database_url, baseline, ran(Label.OK, 0.5))
+    for proposal in proposals:
+        commit_proposal(database_url, proposal)
+    assert [s.trial_id for s in tick(database_url, search_id)] == proposals  # no new proposal
+    assert run_to_end(database_url, proposals[0], ran(Label.CRASH, None))
+    tick(database_url, search_id)
+    with session_scope(database_url) as unit:
+        assert unit.get(Search, search_id).status == SearchStatus.RUNNING  # type: ignore[union-attr]
+
+    assert run_to_end(database_url, proposals[1], ran(Label.OK, 0.6))
+    tick(database_url, search_id)
+
+    with session_scope(database_url) as unit:
+        search = unit.get(Search, search_id)
+        assert search is not None
+        assert (search.status, search.halt_reason) == (SearchStatus.FINISHED, "max_trials reached")
+        assert search.finished_at is not None
+
+
+def test_a_failed_baseline_halts_the_search_and_drops_what_would_run_next(
+    session: Session, settings: Settings, recipe: Recipe, database_url: str
+) -> None:
+    search_id = new_search(session, settings, recipe)
+    sends = tick(database_url, search_id)
+    baseline = next(s.trial_id for s in sends if s.task is loop.Task.RUN)
+    proposal = next(s.trial_id for s in sends if s.task is loop.Task.PROPOSE)
+    commit_proposal(database_url, proposal)
+
+    assert run_to_end(database_url, baseline, ran(Label.CRASH, None))
+    tick(database_url, search_id)
+
+    with session_scope(database_url) as unit:
+        search = unit.get(Search, search_id)
+        assert search is not None
+        assert search.status == SearchStatus.FINISHED
+        assert search.halt_reason == "the baseline failed (crash)"
+    assert trial(database_url, proposal).status == TrialStatus.CANCELLED
+
+
+def test_a_paused_search_neither_proposes_nor_dispatches(
+    session: Session, settings: Settings, recipe: Recipe, database_url: str, tmp_path: Path
+) -> None:
+    search_id = new_search(session, settings, recipe)
+    with session_scope(database_url) as unit:
+        apply_action(unit, search_id, SearchAction.PAUSE, actor="t")
+
+    assert tick(database_url, search_id) == []
+    with session_scope(database_url) as unit:
+        apply_action(unit, search_id, SearchAction.RESUME, actor="t")
+    assert tick(database_url, search_id) != []

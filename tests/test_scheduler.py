@@ -1,0 +1,113 @@
+"""The scheduling decision: keep slots full, proposals ahead, agents fair, stop on budget.
+
+Pure: a snapshot of counts in, a plan out; no store, no clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from app.scheduler import Plan, SearchState, eligible, plan
+from app.states import Label, SearchStatus
+
+STATE = SearchState(
+    status=SearchStatus.RUNNING,
+    trials_total=5,
+    proposing=0,
+    ready=(),
+    queued=0,
+    running=2,
+    cost_usd=0.0,
+    elapsed_s=60.0,
+    baseline_label=Label.OK,
+    max_trials=100,
+    max_concurrent=2,
+    max_cost_usd=None,
+    deadline_s=None,
+    agent_weights={"opt": 1.0, "arch": 1.0},
+    agent_counts={"opt": 2, "arch": 2},
+)
+
+
+def test_a_free_slot_gets_the_oldest_ready_trial_at_once() -> None:
+    decided = plan(replace(STATE, running=1, ready=(7, 9)))
+
+    assert decided.dispatch == (7,)
+
+
+def test_proposals_are_kept_ready_for_as_many_slots_as_there_are() -> None:
+    busy = plan(STATE)  # both slots running, nothing waiting
+    half = plan(replace(STATE, proposing=1))
+
+    assert busy.propose == ("opt", "arch")
+    assert len(half.propose) == 1
+    assert plan(replace(STATE, proposing=1, ready=(8,))).propose == ()
+
+
+def test_agents_take_turns_in_proportion_to_their_weights() -> None:
+    state = replace(
+        STATE,
+        max_concurrent=6,
+        running=0,
+        agent_weights={"opt": 2.0, "arch": 1.0},
+        agent_counts={"opt": 0, "arch": 0},
+    )
+
+    turns = plan(state).propose
+
+    assert sorted(turns) == ["arch", "arch", "opt", "opt", "opt", "opt"]
+
+
+def test_before_the_baseline_is_known_only_one_round_is_proposed() -> None:
+    start = replace(STATE, trials_total=1, running=1, baseline_label=None)
+    later = replace(start, trials_total=3, proposing=0, ready=(2, 3))
+
+    assert len(plan(start).propose) == 2
+    assert plan(later).propose == ()
+
+
+def test_a_paused_search_does_nothing() -> None:
+    assert plan(replace(STATE, status=SearchStatus.PAUSED, running=0, ready=(4,))) == Plan()
+
+
+def test_max_trials_stops_proposals_but_ready_trials_still_run() -> None:
+    state = replace(STATE, trials_total=100, running=1, ready=(99,))
+
+    decided = plan(state)
+
+    assert (decided.propose, decided.dispatch, decided.halt) == ((), (99,), None)
+    assert plan(replace(state, running=0, ready=())).halt == "max_trials reached"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"cost_usd": 5.0, "max_cost_usd": 5.0}, "max_cost_usd reached ($5.00)"),
+        ({"elapsed_s": 3600.0, "deadline_s": 3600.0}, "deadline reached"),
+    ],
+)
+def test_cost_and_deadline_stop_everything_not_yet_running(
+    change: dict[str, float], reason: str
+) -> None:
+    running = plan(replace(STATE, running=1, ready=(12,), **change))
+    idle = plan(replace(STATE, running=0, ready=(12,), **change))
+
+    assert (running.propose, running.dispatch, running.halt) == ((), (), None)
+    assert running.cancel_ready
+    assert idle.halt == reason and idle.cancel_ready
+
+
+def test_a_failed_baseline_halts_at_once() -> None:
+    decided = plan(replace(STATE, baseline_label=Label.CRASH, ready=(3,)))
+
+    assert decided.halt == "the baseline failed (crash)"
+    assert decided.cancel_ready and decided.dispatch == ()
+
+
+def test_a_combiner_proposes_only_once_two_specialists_have_won() -> None:
+    roster = [("opt", "llm", 1.0), ("merge", "combiner", 1.0)]
+
+    assert eligible(roster, combinable=False) == {"opt": 1.0}
+    assert eligible(roster, combinable=True) == {"opt": 1.0, "merge": 1.0}

@@ -1,0 +1,48 @@
+"""The Celery application: two queues, late acks, one task at a time per process.
+
+- `propose` (I/O bound: model calls) and the trial queue (one process per
+  sandbox slot; `TRIALFORGE_TRIAL_QUEUE` lets a GPU host consume its own).
+- Late acks with `reject_on_worker_lost`: a message whose worker died is
+  redelivered, which is safe because every task claims its trial by
+  compare-and-set in the store and a second delivery is a no-op.
+- Prefetch 1, so a long trial never holds a second message hostage.
+- Redis `visibility_timeout` above any trial budget, so a long trial is not
+  redelivered while it is still running.
+- No result backend: tasks report through the store, never through `.get()`.
+
+With no broker configured this is kombu's SQLAlchemy transport on a SQLite
+file under the data dir: real worker processes, no service to install.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from app.config import Settings, settings
+
+PROPOSE_QUEUE = "propose"
+
+
+def make_celery(settings: Settings) -> Celery:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = Celery("trialforge", broker=settings.resolved_broker_url, include=["workers.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue=PROPOSE_QUEUE,
+        task_routes={
+            "trialforge.propose": {"queue": PROPOSE_QUEUE},
+            "trialforge.tick": {"queue": PROPOSE_QUEUE},
+            "trialforge.run_trial": {"queue": settings.trial_queue},
+        },
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    if settings.resolved_broker_url.startswith(("redis://", "rediss://")):
+        app.conf.broker_transport_options = {"visibility_timeout": settings.visibility_timeout_s}
+    return app
+
+
+celery = make_celery(settings)

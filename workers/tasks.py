@@ -1,0 +1,131 @@
+"""Celery tasks: thin shells that claim by compare-and-set, call one service, then schedule.
+
+Task arguments are ids only; every task re-reads the store, so a redelivered
+or late message finds its trial already taken (or finished) and does
+nothing. Sends happen only after the transaction that decided them has
+committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from billiard.process import current_process
+from celery.signals import worker_process_init
+
+from app import loop
+from app.config import settings
+from app.db import get_engine, session_scope
+from app.execution import Execution, execute
+from app.gitstore import GitStore
+from app.labels import Verdict
+from app.models import Search, Trial
+from app.proposing import Proposal, ProposalFailed, load_job, record_proposal
+from app.spec import SearchSpec
+from app.states import Label
+from workers import runtime
+from workers.agents import AGENTS
+from workers.celery_app import celery
+
+logger = logging.getLogger(__name__)
+
+
+@worker_process_init.connect
+def _start_process(**_: Any) -> None:
+    """Drop database connections inherited through fork, then clear what dead workers left."""
+    get_engine(settings.resolved_database_url).dispose(close=False)
+    if settings.trial_queue in (celery.amqp.queues or {}):
+        runtime.sweep_orphans(settings, runtime.runner_for(settings.sandbox_backend))
+
+
+def send(sends: list[loop.Send]) -> None:
+    for item in sends:
+        task = propose if item.task is loop.Task.PROPOSE else run_trial
+        task.delay(item.trial_id)
+
+
+def schedule(search_id: int) -> None:
+    """Tick the search and send what the tick decided, after it committed."""
+    with session_scope(settings.resolved_database_url) as session:
+        sends = loop.tick(
+            session,
+            search_id,
+            heartbeat_s=settings.heartbeat_s,
+            max_attempts=settings.max_attempts,
+        )
+    send(sends)
+
+
+@celery.task(name="trialforge.tick")
+def tick(search_id: int) -> None:
+    schedule(search_id)
+
+
+@celery.task(name="trialforge.propose")
+def propose(trial_id: int) -> None:
+    with session_scope(settings.resolved_database_url) as session:
+        job = load_job(session, trial_id)
+    if job is None:
+        logger.info("proposal.skipped trial_id=%s (no longer awaiting a proposal)", trial_id)
+        return
+    agent = AGENTS[job.agent.kind](settings)
+    outcome: Proposal | ProposalFailed
+    try:
+        outcome = agent.propose(job, GitStore(job.repo_path))
+    except ProposalFailed as failed:
+        outcome = failed
+    with session_scope(settings.resolved_database_url) as session:
+        record_proposal(session, trial_id, outcome)
+    schedule(job.search_id)
+
+
+@celery.task(name="trialforge.run_trial")
+def run_trial(trial_id: int) -> None:
+    worker = runtime.worker_name()
+    with session_scope(settings.resolved_database_url) as session:
+        if not loop.claim(session, trial_id, worker):
+            return  # a second delivery, or cancelled before it started
+        trial = session.get(Trial, trial_id)
+        assert trial is not None and trial.commit_sha is not None
+        search = session.get(Search, trial.search_id)
+        assert search is not None
+        search_id, commit = search.id, trial.commit_sha
+        repo_path, spec = Path(search.repo_path), SearchSpec.model_validate(search.spec)
+    execution = _execute(trial_id, worker, GitStore(repo_path), commit, spec)
+    with session_scope(settings.resolved_database_url) as session:
+        loop.finish(session, trial_id, worker, execution, max_attempts=settings.max_attempts)
+    schedule(search_id)
+
+
+def _execute(
+    trial_id: int, worker: str, store: GitStore, commit: str, spec: SearchSpec
+) -> Execution:
+    runner = runtime.runner_for(settings.sandbox_backend)
+    try:
+        gpus = runtime.gpu_slot(settings.gpus, spec.budgets.trial.gpus, current_process().index)
+    except runtime.NoGpuSlot as error:
+        return Execution(Verdict(Label.INFRA_ERROR, None, str(error)))
+    with runtime.leased(settings, runner, trial_id, worker):
+        logger.info("trial.started trial_id=%s worker=%s gpus=%s", trial_id, worker, gpus)
+        return execute(
+            store,
+            commit,
+            spec,
+            runner,
+            trial_id=trial_id,
+            scratch_dir=settings.data_dir / "work",
+            gpu_ids=gpus,
+        )
+
+
+def schedule_forever(interval_s: float, stop: threading.Event) -> None:
+    """The periodic sweep: ticks every running search (reaps lost trials, fills slots)."""
+    while not stop.is_set():
+        with session_scope(settings.resolved_database_url) as session:
+            search_ids = loop.active_searches(session)
+        for search_id in search_ids:
+            schedule(search_id)
+        stop.wait(interval_s)
