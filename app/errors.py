@@ -36,6 +36,12 @@ class InvalidSpec(TrialforgeError):
     status_code = 422
 
 
+class InvalidRequest(TrialforgeError):
+    """A query parameter or form field out of its allowed values."""
+
+    status_code = 422
+
+
 class Unauthorized(TrialforgeError):
     status_code = 401
 

@@ -49,7 +49,11 @@ class Send:
 
 def db_now(session: Session) -> datetime:
     """The database's clock, tz-aware UTC (SQLite returns text, Postgres a datetime)."""
-    value = session.scalar(select(func.current_timestamp()))
+    if session.get_bind().dialect.name == "sqlite":
+        # CURRENT_TIMESTAMP has whole seconds on SQLite; leases and dispatch times need ms.
+        value = session.scalar(select(func.strftime("%Y-%m-%d %H:%M:%f", "now")))
+    else:
+        value = session.scalar(select(func.current_timestamp()))
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     assert isinstance(value, datetime)

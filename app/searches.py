@@ -26,6 +26,7 @@ from app.states import SEARCH_TRANSITIONS, Label, SearchAction, SearchStatus, Tr
 
 BASELINE_HYPOTHESIS = "Baseline: the recipe as submitted, with no edit."
 TERMINAL = frozenset({SearchStatus.CANCELLED, SearchStatus.FINISHED})
+ACTIVE = (SearchStatus.RUNNING, SearchStatus.PAUSED)
 # Trials not yet started are cancelled with their search; a running one is stopped
 # by the worker that holds it (it kills the container, then marks the trial).
 UNFINISHED = (TrialStatus.PROPOSED, TrialStatus.READY, TrialStatus.QUEUED, TrialStatus.RUNNING)
@@ -39,6 +40,7 @@ class SearchStats:
     trials_finished: int = 0
     trials_ok: int = 0
     cost_usd: float = 0.0
+    wallclock_s: float = 0.0  # sandbox time of all runs, for GPU-seconds
     baseline_score: float | None = None
     best_score: float | None = None
 
@@ -139,13 +141,14 @@ def search_stats(session: Session, search_ids: list[int]) -> dict[int, SearchSta
             func.count(case((Trial.status == TrialStatus.FINISHED, 1))),
             func.count(case((Trial.label == Label.OK, 1))),
             func.coalesce(func.sum(Trial.cost_usd), 0.0),
+            func.coalesce(func.sum(Trial.wallclock_s), 0.0),
         )
         .where(Trial.search_id.in_(search_ids))
         .group_by(Trial.search_id)
     )
     counts = {
-        search_id: (total, finished, ok, float(cost))
-        for search_id, total, finished, ok, cost in rows
+        search_id: (total, finished, ok, float(cost or 0.0), float(busy or 0.0))
+        for search_id, total, finished, ok, cost, busy in rows
     }
     baseline = dict(
         session.execute(
@@ -163,7 +166,7 @@ def search_stats(session: Session, search_ids: list[int]) -> dict[int, SearchSta
     )
     return {
         search_id: SearchStats(
-            *counts.get(search_id, (0, 0, 0, 0.0)),
+            *counts.get(search_id, (0, 0, 0, 0.0, 0.0)),
             baseline_score=baseline.get(search_id),
             best_score=best.get(search_id),
         )
@@ -203,3 +206,53 @@ def apply_action(session: Session, search_id: int, action: SearchAction, *, acto
     search = session.get(Search, search_id, populate_existing=True)
     assert search is not None  # the CAS above just matched it
     return search
+
+
+def rerun_trial(session: Session, trial_id: int, *, actor: str) -> Trial:
+    """Queue the same commit again as a new trial (to check a result against noise).
+
+    Only a search that can still run takes it; the copy keeps the original's
+    parent and agent, so it sits beside it in the lineage.
+    """
+    original = session.get(Trial, trial_id)
+    if original is None:
+        raise NotFound(f"no trial {trial_id}")
+    if original.commit_sha is None or original.status != TrialStatus.FINISHED:
+        raise Conflict(f"trial {trial_id} has no finished run to repeat")
+    locked = session.execute(
+        update(Search)
+        .where(Search.id == original.search_id, Search.status.in_(ACTIVE))
+        .values(updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if locked.rowcount != 1:  # type: ignore[attr-defined]
+        status = get_search(session, original.search_id).status
+        raise Conflict(f"cannot re-run a trial of a search that is {status}")
+    number = session.scalar(
+        select(func.max(Trial.number)).where(Trial.search_id == original.search_id)
+    )
+    copy = Trial(
+        search_id=original.search_id,
+        number=(number or 0) + 1,
+        parent_id=original.parent_id,
+        agent_id=original.agent_id,
+        hypothesis=f"re-run of trial {original.number}: {original.hypothesis}",
+        diff=original.diff,
+        commit_sha=original.commit_sha,
+        edit_hash=original.edit_hash,
+        status=TrialStatus.READY,
+        image=original.image,
+    )
+    session.add(copy)
+    session.flush()
+    search = get_search(session, original.search_id)
+    GitStore(Path(search.repo_path)).create_ref(f"refs/trials/{copy.id}", original.commit_sha)
+    events.record(
+        session,
+        search_id=search.id,
+        trial_id=copy.id,
+        kind="trial.rerun",
+        actor=actor,
+        data={"of": original.id},
+    )
+    return copy

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Response
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import db
+from app import dashboard, db
 from app.api import errors
 from app.api.deps import SettingsDep
 from app.api.routes import searches, trials
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(searches.router)
     app.include_router(trials.router)
+    dashboard.install(app)
 
     @app.get("/healthz", tags=["health"], responses={503: {"model": HealthOut}})
     def healthz(settings: SettingsDep, response: Response) -> HealthOut:

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from app.errors import TrialforgeError, Unauthorized
 
@@ -19,10 +19,25 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts[1:] if parts and parts[0] == "body" else parts) or "body"
 
 
-async def trialforge_error(request: Request, exc: Exception) -> JSONResponse:
+def _is_page(request: Request) -> bool:
+    """Dashboard pages get an HTML error page; the API and health checks get JSON."""
+    path = request.url.path
+    return not (path.startswith("/api/") or path == "/healthz" or path.endswith("/live"))
+
+
+async def trialforge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TrialforgeError)
     if exc.status_code >= 500:
         logger.error("api.error path=%s error=%s", request.url.path, exc.message)
+    if _is_page(request):
+        from app.dashboard import templates
+
+        return templates.TemplateResponse(
+            request,
+            "error.html",
+            {"error": type(exc).__name__, "message": exc.message, "auth": False},
+            status_code=exc.status_code,
+        )
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
     return JSONResponse(
         {"error": type(exc).__name__, "detail": exc.detail},

@@ -25,6 +25,7 @@ class StatsOut(BaseModel):
     trials_finished: int
     trials_ok: int
     cost_usd: float
+    wallclock_s: float
     baseline_score: float | None
     best_score: float | None
 

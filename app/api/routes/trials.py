@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app import trials
-from app.api.deps import SessionDep
+from app import searches, trials
+from app.api.deps import SessionDep, WriteGuard
 from app.api.schemas import TrialOut
 
 router = APIRouter(prefix="/api/trials", tags=["trials"])
@@ -15,3 +15,10 @@ router = APIRouter(prefix="/api/trials", tags=["trials"])
 def get_trial(trial_id: int, session: SessionDep) -> TrialOut:
     """One trial, whole: hypothesis, diff, commit, metrics, label and reason, log tail, cost."""
     return TrialOut.build(trials.get_trial(session, trial_id))
+
+
+@router.post("/{trial_id}/rerun", status_code=201, dependencies=[WriteGuard])
+def rerun_trial(trial_id: int, session: SessionDep) -> TrialOut:
+    """Queue the same commit again as a new trial; 409 when the search can no longer run."""
+    copy = searches.rerun_trial(session, trial_id, actor="api")
+    return TrialOut.build(trials.get_trial(session, copy.id))

@@ -1,0 +1,226 @@
+"""The web dashboard: server-rendered pages for auditing what the agents did.
+
+Pages are Jinja templates over the same services the REST API uses; charts
+are SVG drawn on the server (`charts`), so every page is complete without
+JavaScript and makes no request outside this server. A small script adds
+live updates (server-sent events) while a search runs. Writes (pause,
+resume, cancel, re-run) are HTML forms that carry the API token when
+`TRIALFORGE_API_TOKEN` is set, and redirect back (POST, redirect, GET).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import AsyncIterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from app import searches, trials
+from app.api.deps import SessionDep, SettingsDep
+from app.config import Settings
+from app.dashboard import charts, views
+from app.db import session_scope
+from app.errors import InvalidRequest, NotFound, Unauthorized
+from app.pagination import DEFAULT_LIMIT
+from app.states import Label, SearchAction, SearchStatus, TrialStatus, next_search_status
+from app.trials import TrialFilter, TrialSort
+
+E = TypeVar("E", bound=StrEnum)
+HERE = Path(__file__).parent
+LIVE_POLL_S = 1.0  # how often the event stream looks for progress
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(include_in_schema=False)
+
+
+def install(app: FastAPI) -> None:
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(router)
+
+
+def _page(request: Request, template: str, **context: Any) -> HTMLResponse:
+    settings: Settings = request.app.state.settings
+    return templates.TemplateResponse(
+        request, template, {"auth": settings.api_token is not None, **context}
+    )
+
+
+def _check_token(settings: Settings, token: str | None) -> None:
+    if settings.api_token is None:
+        return
+    expected = settings.api_token.get_secret_value().encode()
+    if not hmac.compare_digest((token or "").encode(), expected):
+        raise Unauthorized("this action needs the API token (TRIALFORGE_API_TOKEN)")
+
+
+@router.get("/", response_class=HTMLResponse)
+def searches_page(request: Request, session: SessionDep, cursor: str | None = None) -> Response:
+    page = searches.list_searches(session, limit=DEFAULT_LIMIT, cursor=cursor, status=None)
+    stats = searches.search_stats(session, [search.id for search in page.items])
+    rows = []
+    for search in page.items:
+        stat = stats[search.id]
+        gpus = int(search.spec.get("budgets", {}).get("trial", {}).get("gpus", 0))
+        improvement = None
+        if stat.best_score is not None and stat.baseline_score is not None:
+            improvement = stat.best_score - stat.baseline_score
+        rows.append({"search": search, "stats": stat, "improvement": improvement,
+                     "gpu_seconds": stat.wallclock_s * gpus})  # fmt: skip
+    return _page(request, "searches.html", rows=rows, next_cursor=page.next_cursor)
+
+
+@router.get("/searches/{search_id}", response_class=HTMLResponse)
+def search_page(search_id: int, request: Request, session: SessionDep) -> Response:
+    search = searches.get_search(session, search_id)
+    view = views.search_view(session, search)
+    stats = searches.search_stats(session, [search_id])[search_id]
+    colours = charts.agent_colours(view.agents)
+    maximize = view.spec.evaluator.direction == "maximize"
+    return _page(
+        request,
+        "search.html",
+        view=view,
+        stats=stats,
+        colours=colours,
+        progress=charts.progress_chart(
+            view.buckets, maximize=maximize, colours=colours, last_number=view.last_number
+        ),
+        failures=charts.failure_strips(
+            view.buckets, agents=["baseline", *view.agents], last_number=view.last_number
+        ),
+        lineage=charts.lineage_graph(
+            view.nodes, view.best_path, colours, lanes=["baseline", *view.agents]
+        ),
+        label_colours=charts.LABEL_COLOURS,
+        actions=[a for a in SearchAction if _allowed(search.status, a)],
+    )
+
+
+def _choice(enum: type[E], value: str | None) -> E | None:
+    if not value:
+        return None
+    try:
+        return enum(value)
+    except ValueError as error:
+        allowed = ", ".join(member.value for member in enum)
+        raise InvalidRequest(f"{value!r} is not one of: {allowed}") from error
+
+
+def _allowed(status: str, action: SearchAction) -> bool:
+    return next_search_status(SearchStatus(status), action) is not None
+
+
+@router.get("/searches/{search_id}/trials", response_class=HTMLResponse)
+def trials_page(
+    search_id: int,
+    request: Request,
+    session: SessionDep,
+    agent: str | None = None,
+    label: str | None = None,
+    status: str | None = None,
+    sort: TrialSort = TrialSort.NEWEST,
+    cursor: str | None = None,
+) -> Response:
+    """The filter form sends every field; an empty one means "any"."""
+    search = searches.get_search(session, search_id)
+    where = TrialFilter(
+        agent=agent or None, label=_choice(Label, label), status=_choice(TrialStatus, status)
+    )
+    page = trials.list_trials(
+        session, search, where=where, sort=sort, limit=DEFAULT_LIMIT, cursor=cursor
+    )
+    return _page(
+        request,
+        "trials.html",
+        search=search,
+        page=page,
+        where=where,
+        sort=sort,
+        agents=[a.name for a in search.agents],
+        labels=list(Label),
+        statuses=list(TrialStatus),
+        sorts=list(TrialSort),
+    )
+
+
+@router.get("/trials/{trial_id}", response_class=HTMLResponse)
+def trial_page(trial_id: int, request: Request, session: SessionDep) -> Response:
+    view = views.trial_view(session, trials.get_trial(session, trial_id))
+    return _page(request, "trial.html", view=view, diff=views.diff_lines(view.trial.diff))
+
+
+@router.get("/trials/{trial_id}/compare", response_class=HTMLResponse)
+def compare_page(trial_id: int, request: Request, session: SessionDep) -> Response:
+    view = views.trial_view(session, trials.get_trial(session, trial_id))
+    if view.parent is None:
+        raise NotFound(f"trial {trial_id} has no parent to compare with")
+    keys = sorted(set(view.metrics) | set(view.parent.metrics or {}))
+    return _page(
+        request, "compare.html", view=view, keys=keys, diff=views.diff_lines(view.trial.diff)
+    )
+
+
+@router.post("/searches/{search_id}/{action}")
+def act(
+    search_id: int,
+    action: SearchAction,
+    session: SessionDep,
+    settings: SettingsDep,
+    token: Annotated[str | None, Form()] = None,
+) -> RedirectResponse:
+    _check_token(settings, token)
+    searches.apply_action(session, search_id, action, actor="dashboard")
+    return RedirectResponse(f"/searches/{search_id}", status_code=303)
+
+
+@router.post("/trials/{trial_id}/rerun")
+def rerun(
+    trial_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    token: Annotated[str | None, Form()] = None,
+) -> RedirectResponse:
+    _check_token(settings, token)
+    copy = searches.rerun_trial(session, trial_id, actor="dashboard")
+    session.flush()
+    return RedirectResponse(f"/trials/{copy.id}", status_code=303)
+
+
+@router.get("/searches/{search_id}/live")
+async def live(search_id: int, request: Request, settings: SettingsDep) -> StreamingResponse:
+    """Server-sent events: a `progress` event whenever the search's counts change."""
+    url = settings.resolved_database_url
+
+    def snapshot() -> dict[str, Any]:
+        with session_scope(url) as session:
+            search = searches.get_search(session, search_id)
+            stats = searches.search_stats(session, [search_id])[search_id]
+            return {
+                "status": search.status,
+                "finished": stats.trials_finished,
+                "total": stats.trials_total,
+                "best": stats.best_score,
+            }
+
+    first = await asyncio.to_thread(snapshot)  # a missing search is a 404 before streaming
+
+    async def stream() -> AsyncIterator[str]:
+        last: dict[str, Any] | None = None
+        current = first
+        while not await request.is_disconnected():
+            if current != last:
+                yield f"event: progress\ndata: {json.dumps(current)}\n\n"
+                last = current
+            if current["status"] not in (SearchStatus.RUNNING, SearchStatus.PAUSED):
+                return
+            await asyncio.sleep(LIVE_POLL_S)
+            current = await asyncio.to_thread(snapshot)
+
+    return StreamingResponse(stream(), media_type="text/event-stream")

@@ -1,0 +1,262 @@
+"""Charts as plain SVG, drawn on the server from already-aggregated data.
+
+No chart library and no JavaScript: the pages render complete without
+scripts, work offline, and cost the same at 100 trials or 100k, because the
+inputs are buckets (at most a few hundred per series) rather than trials.
+Pure functions: data in, SVG markup out (escaped; node links are ours).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+
+WIDTH, HEIGHT = 900, 300
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 16, 16, 36
+FAIL_BAND = 14  # px at the bottom of the progress chart where failures are marked
+PALETTE = (
+    "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2",
+    "#edc948", "#ff9da7", "#9c755f", "#e15759", "#bab0ac",
+)  # fmt: skip
+LABEL_COLOURS = {
+    "ok": "#59a14f",
+    "patch_rejected": "#bab0ac",
+    "illegal_edit": "#b07aa1",
+    "duplicate": "#d3d3d3",
+    "crash": "#e15759",
+    "budget_overrun": "#f28e2b",
+    "oom": "#9c755f",
+    "size_failure": "#edc948",
+    "gate_miss": "#ff9da7",
+    "evaluator_error": "#76b7b2",
+    "infra_error": "#4e4e4e",
+}
+BASELINE_COLOUR = "#333333"
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Finished trials with numbers in [first, last], of one agent and one label."""
+
+    first: int
+    last: int
+    agent: str  # "baseline" for trial 0
+    label: str
+    count: int
+    best: float | None  # best score among them (by direction), ok trials only
+
+
+@dataclass(frozen=True)
+class Node:
+    trial_id: int
+    number: int
+    parent_id: int | None
+    agent: str
+    label: str | None
+    score: float | None
+
+
+def agent_colours(agents: Sequence[str]) -> dict[str, str]:
+    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(agents)}
+    colours["baseline"] = BASELINE_COLOUR
+    return colours
+
+
+def progress_chart(
+    buckets: Sequence[Bucket], *, maximize: bool, colours: Mapping[str, str], last_number: int
+) -> str:
+    """Best-so-far step line over trial number, bucket bests coloured by agent, failures below."""
+    scored = sorted((b for b in buckets if b.label == "ok" and b.best is not None),
+                    key=lambda b: b.first)  # fmt: skip
+    parts = [_frame("progress", "Best so far over trials")]
+    if not scored:
+        parts.append(_note("no scored trials yet"))
+        return "".join(parts) + "</svg>"
+    values = [b.best for b in scored if b.best is not None]
+    low, high = min(values), max(values)
+    if high == low:
+        low, high = low - 0.5 * (abs(low) or 1), high + 0.5 * (abs(high) or 1)
+    x = _scale(0, max(last_number, 1), PAD_LEFT, WIDTH - PAD_RIGHT)
+    y = _scale(low, high, HEIGHT - PAD_BOTTOM - FAIL_BAND, PAD_TOP)
+    parts.append(_axes(low, high, last_number, y))
+    best: float | None = None
+    steps: list[str] = []
+    for bucket in scored:
+        assert bucket.best is not None
+        if best is None or (bucket.best > best if maximize else bucket.best < best):
+            if best is not None:
+                steps.append(f"{x(bucket.first):.1f},{y(best):.1f}")
+            best = bucket.best
+            steps.append(f"{x(bucket.first):.1f},{y(best):.1f}")
+    if best is not None:
+        steps.append(f"{x(last_number):.1f},{y(best):.1f}")
+    parts.append(f'<polyline class="best" points="{" ".join(steps)}"/>')
+    for bucket in scored:
+        assert bucket.best is not None
+        title = (
+            f"trials {bucket.first}-{bucket.last} by {bucket.agent}: best {bucket.best:.6g} "
+            f"of {bucket.count}"
+        )
+        parts.append(
+            f'<circle class="point" cx="{x((bucket.first + bucket.last) / 2):.1f}" '
+            f'cy="{y(bucket.best):.1f}" r="3.5" fill="{colours.get(bucket.agent, "#888")}">'
+            f"<title>{escape(title)}</title></circle>"
+        )
+    band = HEIGHT - PAD_BOTTOM - FAIL_BAND / 2
+    for bucket in buckets:
+        if bucket.label == "ok":
+            continue
+        title = (
+            f"trials {bucket.first}-{bucket.last} by {bucket.agent}: {bucket.count} {bucket.label}"
+        )
+        cx = x((bucket.first + bucket.last) / 2)
+        parts.append(
+            f'<path class="fail" d="M{cx - 3:.1f},{band - 3:.1f}l6,6m0,-6l-6,6" '
+            f'stroke="{LABEL_COLOURS.get(bucket.label, "#888")}">'
+            f"<title>{escape(title)}</title></path>"
+        )
+    return "".join(parts) + "</svg>"
+
+
+def failure_strips(
+    buckets: Sequence[Bucket], *, agents: Sequence[str], last_number: int, columns: int = 60
+) -> str:
+    """One strip per agent: for each stretch of trials, its labels stacked by count."""
+    columns = min(columns, last_number + 1)
+    row_h, gap = 26, 8
+    height = PAD_TOP + len(agents) * (row_h + gap) + PAD_BOTTOM
+    width = (last_number // columns + 1) if last_number else 1
+    grid: dict[tuple[str, int], dict[str, int]] = {}
+    for bucket in buckets:
+        cell = grid.setdefault((bucket.agent, bucket.first // width), {})
+        cell[bucket.label] = cell.get(bucket.label, 0) + bucket.count
+    col_w = (WIDTH - PAD_LEFT - PAD_RIGHT) / columns
+    parts = [
+        f'<svg class="chart" id="failures" viewBox="0 0 {WIDTH} {height}" role="img" '
+        f'xmlns="http://www.w3.org/2000/svg"><title>Outcomes per agent over time</title>'
+    ]
+    for row, agent in enumerate(agents):
+        top = PAD_TOP + row * (row_h + gap)
+        parts.append(
+            f'<text x="{PAD_LEFT - 6}" y="{top + row_h / 2 + 4}" text-anchor="end">'
+            f"{escape(agent)}</text>"
+        )
+        for column in range(columns):
+            found = grid.get((agent, column))
+            if not found:
+                continue
+            cell, total, offset = found, sum(found.values()), 0.0
+            for label in LABEL_COLOURS:
+                count = cell.get(label, 0)
+                if not count:
+                    continue
+                h = row_h * count / total
+                first, last = column * width, column * width + width - 1
+                parts.append(
+                    f'<rect x="{PAD_LEFT + column * col_w:.1f}" y="{top + offset:.1f}" '
+                    f'width="{max(col_w - 1, 1):.1f}" height="{h:.1f}" '
+                    f'fill="{LABEL_COLOURS[label]}"><title>trials {first}-{last}: {count} '
+                    f"{label}</title></rect>"
+                )
+                offset += h
+    return "".join(parts) + "</svg>"
+
+
+def lineage_graph(
+    nodes: Sequence[Node],
+    best_path: Sequence[int],
+    colours: Mapping[str, str],
+    lanes: Sequence[str],
+) -> str:
+    """Trials as dots (x: order, y: agent lane), parent->child edges, the best path highlighted.
+
+    Every dot links to its trial page.
+    """
+    lane_h = 34
+    height = PAD_TOP + max(len(lanes), 1) * lane_h + PAD_BOTTOM
+    ordered = sorted(nodes, key=lambda n: n.number)
+    column = {node.trial_id: index for index, node in enumerate(ordered)}
+    x = _scale(0, max(len(ordered) - 1, 1), PAD_LEFT + 10, WIDTH - PAD_RIGHT - 10)
+    lane_of = {name: index for index, name in enumerate(lanes)}
+
+    def pos(node: Node) -> tuple[float, float]:
+        return x(column[node.trial_id]), PAD_TOP + lane_of.get(node.agent, 0) * lane_h + lane_h / 2
+
+    on_path = set(best_path)
+    by_id = {node.trial_id: node for node in ordered}
+    parts = [
+        f'<svg class="chart" id="lineage" viewBox="0 0 {WIDTH} {height}" role="img" '
+        f'xmlns="http://www.w3.org/2000/svg"><title>Lineage: parent to child</title>'
+    ]
+    for name in lanes:
+        lane_y = PAD_TOP + lane_of[name] * lane_h + lane_h / 2
+        parts.append(
+            f'<text x="{PAD_LEFT - 6}" y="{lane_y + 4}" text-anchor="end">{escape(name)}</text>'
+            f'<line class="lane" x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" y1="{lane_y}" '
+            f'y2="{lane_y}"/>'
+        )
+    for node in ordered:
+        parent = by_id.get(node.parent_id) if node.parent_id is not None else None
+        if parent is None:
+            continue
+        (x1, y1), (x2, y2) = pos(parent), pos(node)
+        kind = "edge best" if node.trial_id in on_path and parent.trial_id in on_path else "edge"
+        mid = (x1 + x2) / 2
+        parts.append(
+            f'<path class="{kind}" d="M{x1:.1f},{y1:.1f} C{mid:.1f},{y1:.1f} '
+            f'{mid:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"/>'
+        )
+    for node in ordered:
+        cx, cy = pos(node)
+        ok = node.label == "ok"
+        fill = colours.get(node.agent, "#888") if ok or node.label is None else "#ffffff"
+        stroke = "#222" if node.trial_id in on_path else LABEL_COLOURS.get(node.label or "", "#888")
+        score = "" if node.score is None else f", score {node.score:.6g}"
+        title = f"trial {node.number} by {node.agent}: {node.label or 'pending'}{score}"
+        parts.append(
+            f'<a href="/trials/{node.trial_id}" class="node" data-trial="{node.trial_id}">'
+            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{6 if node.trial_id in on_path else 4.5}" '
+            f'fill="{fill}" stroke="{stroke}" stroke-width="2"><title>{escape(title)}</title>'
+            "</circle></a>"
+        )
+    return "".join(parts) + "</svg>"
+
+
+def _frame(chart_id: str, title: str) -> str:
+    return (
+        f'<svg class="chart" id="{chart_id}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'
+    )
+
+
+def _note(text: str) -> str:
+    return f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">{escape(text)}</text>'
+
+
+def _axes(low: float, high: float, last: int, y: _Scale) -> str:
+    bottom = HEIGHT - PAD_BOTTOM
+    ticks = "".join(
+        f'<text x="{PAD_LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.4g}</text>'
+        for v in (low, (low + high) / 2, high)
+    )
+    return (
+        f'<line class="axis" x1="{PAD_LEFT}" y1="{PAD_TOP}" x2="{PAD_LEFT}" y2="{bottom}"/>'
+        f'<line class="axis" x1="{PAD_LEFT}" y1="{bottom}" x2="{WIDTH - PAD_RIGHT}" '
+        f'y2="{bottom}"/>{ticks}'
+        f'<text x="{PAD_LEFT}" y="{bottom + 18}">0</text>'
+        f'<text x="{WIDTH - PAD_RIGHT}" y="{bottom + 18}" text-anchor="end">trial {last}</text>'
+    )
+
+
+class _Scale:
+    def __init__(self, lo: float, hi: float, out_lo: float, out_hi: float) -> None:
+        self.lo, self.span = lo, (hi - lo) or 1.0
+        self.out_lo, self.out_span = out_lo, out_hi - out_lo
+
+    def __call__(self, value: float) -> float:
+        return self.out_lo + (value - self.lo) / self.span * self.out_span
+
+
+def _scale(lo: float, hi: float, out_lo: float, out_hi: float) -> _Scale:
+    return _Scale(lo, hi, out_lo, out_hi)

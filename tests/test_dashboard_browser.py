@@ -1,0 +1,157 @@
+"""The dashboard in a real headless Chromium: audit a search from list to diff, then pause it.
+
+Invariant: the pages render their charts on the server (non-empty SVG), a
+lineage node leads to its trial page with the diff, the trials table filters
+by label on the server, a pause needs the token when auth is on, and no page
+asks anything of any host but ours. A screenshot of each page is saved under
+`test-artifacts/screenshots/`.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, Page, Route, sync_playwright
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.api import create_app
+from app.config import Settings
+from app.models import Search, Trial
+from app.states import Label
+from tests.factories import Recipe, add_trial, seeded_search
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+TOKEN = "dashboard-token"
+DIFF = """\
+diff --git a/train.py b/train.py
+--- a/train.py
++++ b/train.py
+@@ -1,2 +1,2 @@
+-LR = 0.1
++LR = 0.05
+ EPOCHS = 3
+"""
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    secured = settings.model_copy(update={"api_token": SecretStr(TOKEN)})
+    config = uvicorn.Config(create_app(secured), host="127.0.0.1", port=port, log_level="warning")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not running.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    running.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def search(session: Session, settings: Settings, recipe: Recipe) -> Search:
+    found = seeded_search(session, settings, recipe, "maximize")
+    first_win = session.scalar(select(Trial).where(Trial.search_id == found.id, Trial.number == 1))
+    best = add_trial(
+        session, found, agent="opt", parent=first_win, score=0.8, diff=DIFF,
+        hypothesis="Halve the learning rate",
+    )  # fmt: skip
+    found.best_trial_id = best.id
+    session.commit()
+    return found
+
+
+def guarded(page: Page, base: str) -> list[str]:
+    """Abort and record every request to a host other than ours."""
+    outside: list[str] = []
+    ours = urlparse(base).netloc
+
+    def route(route: Route) -> None:
+        if urlparse(route.request.url).netloc == ours:
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", route)
+    return outside
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_audit_a_search_from_the_list_to_a_diff_and_pause_it_with_the_token(
+    server: str, browser: Browser, search: Search
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    outside = guarded(page, server)
+
+    page.goto(server + "/")
+    assert page.locator("#searches tbody tr").count() == 1
+    shot(page, "1-searches")
+
+    page.click(f"text={search.name}")
+    page.wait_for_url(f"**/searches/{search.id}")
+    assert page.locator("#progress circle.point").count() > 0
+    assert page.locator("#progress polyline.best").count() == 1
+    assert page.locator("#lineage a.node").count() >= 8
+    assert page.locator("#lineage path.edge.best").count() >= 1
+    assert page.locator("#leaderboard tbody tr").count() == 3
+    shot(page, "2-search")
+
+    best_node = page.locator(f'#lineage a.node[data-trial="{search.best_trial_id}"]')
+    best_node.click()
+    page.wait_for_url(f"**/trials/{search.best_trial_id}")
+    assert page.locator("#hypothesis").inner_text() == "Halve the learning rate"
+    assert page.locator("pre.diff .d-add").inner_text() == "+LR = 0.05"
+    assert page.locator("pre.diff .d-del").inner_text() == "-LR = 0.1"
+    shot(page, "3-trial")
+
+    page.goto(f"{server}/searches/{search.id}/trials")
+    page.select_option("#filters select[name=label]", Label.CRASH.value)
+    page.click("#filters button[type=submit]")
+    page.wait_for_url("**label=crash**")
+    labels = page.locator("#trials tbody tr .label").all_inner_texts()
+    assert labels == ["crash"]
+    shot(page, "4-trials-filtered")
+
+    page.goto(f"{server}/searches/{search.id}")
+    page.click("#actions button[value=pause]")  # without the token: the form refuses
+    assert page.locator("#status").inner_text() == "running"
+    page.fill("#actions input[name=token]", "wrong")
+    page.click("#actions button[value=pause]")
+    assert "API token" in page.content()
+    page.goto(f"{server}/searches/{search.id}")
+    page.fill("#actions input[name=token]", TOKEN)
+    page.click("#actions button[value=pause]")
+    page.wait_for_url(f"**/searches/{search.id}")
+    assert page.locator("#status").inner_text() == "paused"
+    shot(page, "5-paused")
+
+    assert outside == []

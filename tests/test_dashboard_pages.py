@@ -1,0 +1,108 @@
+"""Dashboard pages over HTTP: complete without JavaScript, honest errors, live progress.
+
+Invariants: every page renders server-side from the store (charts as SVG
+markup), refers to nothing outside this server, and a bad request gets an
+HTML error page with the reason; a re-run queues the same commit as a new
+trial; the live stream reports progress and ends with the search.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.models import Search, Trial
+from app.states import SearchStatus, TrialStatus
+from tests.factories import Recipe, seeded_search
+
+EXTERNAL = re.compile(r"""(?:src|href)=["'](?:https?:)?//""")
+
+
+def test_every_page_renders_its_data_and_nothing_from_elsewhere(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+    crash = session.scalar(select(Trial).where(Trial.label == "crash"))
+    assert crash is not None
+
+    pages = {
+        "/": [search.name, "7 / 8"],
+        f"/searches/{search.id}": ['id="progress"', 'id="lineage"', 'id="leaderboard"', "opt"],
+        f"/searches/{search.id}/trials?label=crash&agent=&status=": ["1 trial match"],
+        f"/trials/{crash.id}": ["crash", "compare with parent"],
+        f"/trials/{crash.id}/compare": ['id="compare"'],
+    }
+    for path, expected in pages.items():
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.text[:300])
+        assert response.headers["content-type"].startswith("text/html")
+        for text in expected:
+            assert text in response.text, (path, text)
+        assert not EXTERNAL.search(response.text), path
+
+
+def test_a_bad_request_gets_an_html_page_with_the_reason(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+
+    missing = client.get("/searches/999")
+    bad_label = client.get(f"/searches/{search.id}/trials?label=exploded")
+
+    assert missing.status_code == 404 and "no search 999" in missing.text
+    assert missing.headers["content-type"].startswith("text/html")
+    assert bad_label.status_code == 422 and "exploded" in bad_label.text
+    assert "is not one of: ok, patch_rejected" in bad_label.text
+
+
+def test_a_rerun_queues_the_same_commit_as_a_new_trial_beside_the_original(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+    baseline = session.scalar(select(Trial).where(Trial.search_id == search.id, Trial.number == 0))
+    assert baseline is not None
+
+    response = client.post(f"/api/trials/{baseline.id}/rerun")
+
+    assert response.status_code == 201
+    copy = response.json()
+    assert copy["status"] == TrialStatus.READY
+    assert copy["commit_sha"] == baseline.commit_sha
+    assert copy["number"] == 8
+    assert copy["hypothesis"].startswith("re-run of trial 0")
+
+
+def test_a_trial_of_a_finished_search_cannot_be_rerun(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+    search.status = SearchStatus.FINISHED
+    session.commit()
+    baseline = session.scalar(select(Trial).where(Trial.search_id == search.id, Trial.number == 0))
+    assert baseline is not None
+
+    response = client.post(f"/api/trials/{baseline.id}/rerun")
+
+    assert response.status_code == 409
+    assert "search that is finished" in response.json()["detail"]
+
+
+def test_the_live_stream_reports_progress_and_ends_with_the_search(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+    stored = session.get(Search, search.id)
+    assert stored is not None
+    stored.status = SearchStatus.FINISHED
+    session.commit()
+
+    with client.stream("GET", f"/searches/{search.id}/live") as response:
+        body = "".join(response.iter_text())
+
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert body.startswith("event: progress\ndata: ")
+    assert '"status": "finished"' in body and '"finished": 7' in body
