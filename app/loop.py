@@ -298,6 +298,7 @@ def finish(
         return True
     trial.status, trial.finished_at = TrialStatus.FINISHED, now
     trial.label, trial.label_reason, trial.score = verdict.label, verdict.reason, verdict.score
+    trial.delta = _delta(session, trial)
     if execution.evaluation is not None and execution.evaluation.metrics is not None:
         trial.metrics = execution.evaluation.metrics
     if run is not None:
@@ -319,6 +320,19 @@ def finish(
         _promote(session, trial)
     session.flush()
     return True
+
+
+def _delta(session: Session, trial: Trial) -> float | None:
+    """How much better than its parent the trial scored (negative: worse), by direction."""
+    if trial.score is None or trial.parent_id is None:
+        return None
+    parent_score = session.scalar(select(Trial.score).where(Trial.id == trial.parent_id))
+    if parent_score is None:
+        return None
+    search = session.get(Search, trial.search_id)
+    assert search is not None
+    maximize = search.spec["evaluator"]["direction"] == Direction.MAXIMIZE
+    return trial.score - parent_score if maximize else parent_score - trial.score
 
 
 def _promote(session: Session, trial: Trial) -> None:

@@ -73,6 +73,21 @@ class StrEnumColumn(TypeDecorator[E]):
         return None if value is None else self.enum(value)
 
 
+ROLLUP_COLUMNS = (
+    "search_id",
+    "number",
+    "status",
+    "label",
+    "agent_id",
+    "score",
+    "delta",
+    "cost_usd",
+    "wallclock_s",
+    "tokens_in",
+    "tokens_out",
+)
+
+
 class Search(Base):
     __tablename__ = "search"
 
@@ -119,6 +134,8 @@ class Trial(Base):
         Index("ix_trial_search_label", "search_id", "label"),
         Index("ix_trial_search_status", "search_id", "status"),
         Index("ix_trial_search_edit", "search_id", "edit_hash"),
+        # Covers every per-search aggregate the dashboard draws, so they read no table rows.
+        Index("ix_trial_rollup", *ROLLUP_COLUMNS),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -140,6 +157,9 @@ class Trial(Base):
     label: Mapped[Label | None] = mapped_column(StrEnumColumn(Label, 32))
     label_reason: Mapped[str | None] = mapped_column(Text)
     score: Mapped[float | None] = mapped_column(Float)
+    delta: Mapped[float | None] = mapped_column(
+        Float, doc="Improvement over the parent's score (positive is better, by direction)."
+    )
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     wallclock_s: Mapped[float | None] = mapped_column(Float)

@@ -98,16 +98,20 @@ def get_trial(session: Session, trial_id: int) -> Trial:
     return trial
 
 
-def ancestry(session: Session, trial_id: int) -> list[int]:
-    """Trial ids from the root (the baseline) down to `trial_id`, in one recursive query."""
+def ancestry(session: Session, trial_id: int, limit: int | None = None) -> list[int]:
+    """Trial ids from the root (the baseline) down to `trial_id`, in one recursive query.
+
+    With `limit`, only the last `limit` of them (the walk stops there).
+    """
     chain = select(Trial.id, Trial.parent_id, literal(0).label("depth")).where(Trial.id == trial_id)
     chain_cte = chain.cte("chain", recursive=True)
     parent = aliased(Trial)
-    chain_cte = chain_cte.union_all(
-        select(parent.id, parent.parent_id, chain_cte.c.depth + 1).join(
-            chain_cte, parent.id == chain_cte.c.parent_id
-        )
+    step = select(parent.id, parent.parent_id, chain_cte.c.depth + 1).join(
+        chain_cte, parent.id == chain_cte.c.parent_id
     )
+    if limit is not None:
+        step = step.where(chain_cte.c.depth < limit - 1)
+    chain_cte = chain_cte.union_all(step)
     rows = session.execute(select(chain_cte.c.id).order_by(chain_cte.c.depth.desc()))
     return [row.id for row in rows]
 

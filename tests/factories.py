@@ -135,6 +135,13 @@ def spec_dict(recipe: Recipe, **overrides: Any) -> dict[str, Any]:
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def _delta(search: Search, parent: Trial | None, score: float | None) -> float | None:
+    if parent is None or parent.score is None or score is None:
+        return None
+    maximize = search.spec["evaluator"]["direction"] == "maximize"
+    return score - parent.score if maximize else parent.score - score
+
+
 def add_trial(
     session: Session,
     search: Search,
@@ -160,6 +167,7 @@ def add_trial(
         status=status,
         label=label,
         score=score,
+        delta=_delta(search, parent, score),
         metrics={} if score is None else {"val_acc": score},
         created_at=_EPOCH + timedelta(minutes=number),
     )

@@ -104,16 +104,21 @@ def progress_chart(
             f"<title>{escape(title)}</title></circle>"
         )
     band = HEIGHT - PAD_BOTTOM - FAIL_BAND / 2
+    failed: dict[int, dict[str, int]] = {}  # one mark per stretch of trials, whatever the agent
     for bucket in buckets:
-        if bucket.label == "ok":
-            continue
-        title = (
-            f"trials {bucket.first}-{bucket.last} by {bucket.agent}: {bucket.count} {bucket.label}"
+        if bucket.label != "ok":
+            labels = failed.setdefault(bucket.first, {})
+            labels[bucket.label] = labels.get(bucket.label, 0) + bucket.count
+    span = {bucket.first: bucket.last for bucket in buckets}
+    for first, labels in sorted(failed.items()):
+        worst = max(labels, key=lambda label: labels[label])
+        title = f"trials {first}-{span[first]}: " + ", ".join(
+            f"{count} {label}" for label, count in sorted(labels.items())
         )
-        cx = x((bucket.first + bucket.last) / 2)
+        cx = x((first + span[first]) / 2)
         parts.append(
             f'<path class="fail" d="M{cx - 3:.1f},{band - 3:.1f}l6,6m0,-6l-6,6" '
-            f'stroke="{LABEL_COLOURS.get(bucket.label, "#888")}">'
+            f'stroke="{LABEL_COLOURS.get(worst, "#888")}">'
             f"<title>{escape(title)}</title></path>"
         )
     return "".join(parts) + "</svg>"

@@ -9,11 +9,13 @@ trials as at 100.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from app.dashboard.charts import Bucket, Node
 from app.models import Agent, Search, Trial
@@ -23,6 +25,7 @@ from app.trials import ancestry
 
 CHART_BUCKETS = 300  # per chart: the x resolution of the progress curve
 LINEAGE_RECENT = 250  # most recent trials drawn in the lineage graph, besides the best path
+LINEAGE_BEST_STEPS = 100  # latest steps of the best path drawn in the lineage graph
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class SearchView:
     buckets: list[Bucket]
     nodes: list[Node]
     best_path: list[int]
+    best_path_hidden: bool  # the best path is longer than the graph draws
     last_number: int
     labels: dict[str, int] = field(default_factory=dict)
 
@@ -55,94 +59,154 @@ def search_view(session: Session, search: Search) -> SearchView:
     spec = SearchSpec.model_validate(search.spec)
     direction = Direction(spec.evaluator.direction)
     last = session.scalar(select(func.max(Trial.number)).where(Trial.search_id == search.id)) or 0
-    best_path = ancestry(session, search.best_trial_id) if search.best_trial_id else []
+    rows = _cached_rollup(session, search.id, direction, last)
+    names: dict[int | None, str] = {
+        agent_id: name
+        for agent_id, name in session.execute(
+            select(Agent.id, Agent.name).where(Agent.search_id == search.id).order_by(Agent.id)
+        )
+    }
+    shown = (
+        ancestry(session, search.best_trial_id, limit=LINEAGE_BEST_STEPS)
+        if search.best_trial_id
+        else []
+    )
     return SearchView(
         search=search,
         spec=spec,
         agents=[agent.name for agent in spec.agents],
-        leaderboard=leaderboard(session, search.id, direction),
-        buckets=buckets(session, search.id, direction, last),
-        nodes=lineage_nodes(session, search.id, best_path),
-        best_path=best_path,
+        leaderboard=_leaderboard(rows, names, {a.name: a.kind for a in spec.agents}),
+        buckets=[
+            Bucket(
+                r.first,
+                r.last,
+                names.get(r.agent_id, "baseline"),
+                str(r.label),
+                r.count,
+                r.best if r.label == Label.OK else None,
+            )
+            for r in rows
+            if r.label is not None
+        ],  # fmt: skip
+        nodes=lineage_nodes(session, search.id, shown),
+        best_path=shown,
+        best_path_hidden=len(shown) == LINEAGE_BEST_STEPS,
         last_number=last,
-        labels=label_counts(session, search.id),
+        labels=_label_counts(rows),
     )
 
 
-def buckets(session: Session, search_id: int, direction: Direction, last: int) -> list[Bucket]:
+@dataclass(frozen=True)
+class _Row:
+    """Trials of one bucket of numbers, one agent, one label (None: not finished)."""
+
+    agent_id: int | None
+    label: str | None
+    count: int
+    best: float | None
+    first: int
+    last: int
+    wins: int
+    best_delta: float | None
+    tokens: int
+    cost_usd: float
+
+
+# (database url, search id) -> (version, rows). Finished trials never change, so the
+# rollup of a search stays valid until its trial counts or latest trial move.
+_ROLLUPS: OrderedDict[tuple[str, int], tuple[tuple[Any, ...], list[_Row]]] = OrderedDict()
+_ROLLUPS_KEPT = 64
+_ROLLUPS_LOCK = threading.Lock()
+
+
+def _cached_rollup(session: Session, search_id: int, direction: Direction, last: int) -> list[_Row]:
+    """The rollup, recomputed only when a trial of the search changed status or was added."""
+    by_status = session.execute(
+        select(Trial.status, func.count())
+        .where(Trial.search_id == search_id)
+        .group_by(Trial.status)
+    ).all()
+    version = (last, tuple(sorted((str(status), count) for status, count in by_status)))
+    key = (str(session.get_bind().engine.url), search_id)
+    with _ROLLUPS_LOCK:
+        cached = _ROLLUPS.get(key)
+        if cached is not None and cached[0] == version:
+            _ROLLUPS.move_to_end(key)
+            return cached[1]
+    rows = _rollup(session, search_id, direction, last)
+    with _ROLLUPS_LOCK:
+        _ROLLUPS[key] = (version, rows)
+        while len(_ROLLUPS) > _ROLLUPS_KEPT:
+            _ROLLUPS.popitem(last=False)
+    return rows
+
+
+def clear_cache() -> None:
+    with _ROLLUPS_LOCK:
+        _ROLLUPS.clear()
+
+
+def _rollup(session: Session, search_id: int, direction: Direction, last: int) -> list[_Row]:
+    """The one aggregate the search page is drawn from; an index-only scan of the rollup index."""
     width = max(1, -(-(last + 1) // CHART_BUCKETS))
     slot = (Trial.number // width).label("slot")
     best = func.max(Trial.score) if direction is Direction.MAXIMIZE else func.min(Trial.score)
-    rows = session.execute(
+    won = case(((Trial.label == Label.OK) & (Trial.delta > 0), 1), else_=0)
+    query = (
         select(
             slot,
-            Agent.name,
+            Trial.agent_id,
             Trial.label,
             func.count(),
             best,
-            func.min(Trial.number),
-            func.max(Trial.number),
-        )  # fmt: skip
-        .outerjoin(Agent, Trial.agent_id == Agent.id)
-        .where(Trial.search_id == search_id, Trial.status == TrialStatus.FINISHED)
-        .group_by(slot, Agent.name, Trial.label)
-    )
-    return [
-        Bucket(
-            first=first,
-            last=last_in,
-            agent=agent or "baseline",
-            label=str(label),
-            count=count,
-            best=score if label == Label.OK else None,
-        )
-        for _, agent, label, count, score, first, last_in in rows
-    ]
-
-
-def leaderboard(session: Session, search_id: int, direction: Direction) -> list[AgentRow]:
-    parent = aliased(Trial)
-    delta = (
-        Trial.score - parent.score
-        if direction is Direction.MAXIMIZE
-        else parent.score - Trial.score
-    )
-    improved = (Trial.label == Label.OK) & (delta > 0)
-    finished = Trial.status == TrialStatus.FINISHED
-    failed = finished & (Trial.label != Label.OK)
-    rows = session.execute(
-        select(
-            Agent.name,
-            Agent.kind,
-            func.count(Trial.id),
-            func.count(case((Trial.label == Label.OK, 1))),
-            func.count(case((improved, 1))),
-            func.max(case((Trial.label == Label.OK, delta))),
-            func.count(case((failed, 1))),
-            func.count(case((finished, 1))),
+            func.sum(won),
+            func.max(case((Trial.label == Label.OK, Trial.delta))),
             func.coalesce(func.sum(Trial.tokens_in + Trial.tokens_out), 0),
             func.coalesce(func.sum(Trial.cost_usd), 0.0),
         )
-        .outerjoin(Trial, Trial.agent_id == Agent.id)
-        .outerjoin(parent, Trial.parent_id == parent.id)
-        .where(Agent.search_id == search_id)
-        .group_by(Agent.id, Agent.name, Agent.kind)
-        .order_by(Agent.id)
+        .where(Trial.search_id == search_id, Trial.status != TrialStatus.CANCELLED)
+        .group_by(slot, Trial.agent_id, Trial.label)
     )
+    # A bucket's span comes from its slot: no min/max per group (each aggregate costs a pass).
     return [
-        AgentRow(
-            name=name,
-            kind=kind,
-            trials=trials,
-            ok=ok,
-            wins=wins,
-            best_delta=best_delta,
-            failure_rate=(failures / done) if done else 0.0,
-            tokens=int(tokens),
-            cost_usd=float(cost),
+        _Row(agent_id, label, count, score, slot * width, min(slot * width + width - 1, last),
+             int(wins or 0), best_delta, int(tokens), float(cost))
+        for slot, agent_id, label, count, score, wins, best_delta, tokens, cost
+        in session.execute(query)
+    ]  # fmt: skip
+
+
+def _leaderboard(
+    rows: list[_Row], names: dict[int | None, str], kinds: dict[str, str]
+) -> list[AgentRow]:
+    board = []
+    for agent_id, name in names.items():
+        mine = [row for row in rows if row.agent_id == agent_id]
+        finished = sum(row.count for row in mine if row.label is not None)
+        failed = sum(row.count for row in mine if row.label not in (None, Label.OK))
+        deltas = [row.best_delta for row in mine if row.best_delta is not None]
+        board.append(
+            AgentRow(
+                name=name,
+                kind=kinds.get(name, ""),
+                trials=sum(row.count for row in mine),
+                ok=sum(row.count for row in mine if row.label == Label.OK),
+                wins=sum(row.wins for row in mine),
+                best_delta=max(deltas) if deltas else None,
+                failure_rate=failed / finished if finished else 0.0,
+                tokens=sum(row.tokens for row in mine),
+                cost_usd=sum(row.cost_usd for row in mine),
+            )
         )
-        for name, kind, trials, ok, wins, best_delta, failures, done, tokens, cost in rows
-    ]
+    return board
+
+
+def _label_counts(rows: list[_Row]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row.label is not None:
+            counts[str(row.label)] = counts.get(str(row.label), 0) + row.count
+    return dict(sorted(counts.items()))
 
 
 def lineage_nodes(session: Session, search_id: int, best_path: list[int]) -> list[Node]:
@@ -159,15 +223,6 @@ def lineage_nodes(session: Session, search_id: int, best_path: list[int]) -> lis
         Node(trial_id, number, parent_id, agent or "baseline", label, score)
         for trial_id, number, parent_id, agent, label, score in rows
     ]
-
-
-def label_counts(session: Session, search_id: int) -> dict[str, int]:
-    rows = session.execute(
-        select(Trial.label, func.count())
-        .where(Trial.search_id == search_id, Trial.label.is_not(None))
-        .group_by(Trial.label)
-    )
-    return {str(label): count for label, count in rows}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""trial.edit_hash: the tree an edit produced, to refuse a recipe already tried
+"""trial.edit_hash (refuse a recipe already tried), trial.delta, the rollup index
 
 Revision ID: 2026_11_28_edit_hash
 Revises: 2026_11_25_initial
@@ -15,14 +15,33 @@ down_revision: str | None = "2026_11_25_initial"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Every per-search aggregate of the dashboard reads only this index.
+ROLLUP = [
+    "search_id",
+    "number",
+    "status",
+    "label",
+    "agent_id",
+    "score",
+    "delta",
+    "cost_usd",
+    "wallclock_s",
+    "tokens_in",
+    "tokens_out",
+]
+
 
 def upgrade() -> None:
     with op.batch_alter_table("trial") as batch:
         batch.add_column(sa.Column("edit_hash", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("delta", sa.Float(), nullable=True))
     op.create_index("ix_trial_search_edit", "trial", ["search_id", "edit_hash"], if_not_exists=True)
+    op.create_index("ix_trial_rollup", "trial", ROLLUP, if_not_exists=True)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_trial_rollup", table_name="trial", if_exists=True)
     op.drop_index("ix_trial_search_edit", table_name="trial", if_exists=True)
     with op.batch_alter_table("trial") as batch:
+        batch.drop_column("delta")
         batch.drop_column("edit_hash")

@@ -1,0 +1,176 @@
+"""Dashboard and API response times for a search with 100k synthetic trials.
+
+Seeds one search (four agents, realistic label mix, a ratcheting best path,
+a small diff and log tail per trial) straight into the store, then requests
+every page and JSON endpoint `--runs` times in-process (FastAPI TestClient,
+so no network in the figures) and prints p50/p95 per endpoint in ms.
+
+    PYTHONPATH=. python benchmarks/dashboard_scale.py --trials 100000
+    PYTHONPATH=. python benchmarks/dashboard_scale.py --database-url postgresql://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import insert, select, text
+
+from app.api import create_app
+from app.config import Settings
+from app.dashboard import views
+from app.db import get_engine, migrate, session_scope
+from app.models import Agent, Search, Trial
+from app.searches import create_search
+from app.spec import parse_spec
+from app.states import Label, TrialStatus
+from tests.conftest import drop_postgres_database, make_postgres_database
+from tests.factories import make_recipe, spec_dict
+
+BATCH = 5000
+FAILURES = [Label.CRASH, Label.GATE_MISS, Label.BUDGET_OVERRUN, Label.OOM, Label.DUPLICATE,
+            Label.ILLEGAL_EDIT, Label.PATCH_REJECTED]  # fmt: skip
+DIFF = (
+    "diff --git a/train.py b/train.py\n--- a/train.py\n+++ b/train.py\n"
+    "@@ -1 +1 @@\n-LR = 0.1\n+LR = {lr}\n"
+)
+
+
+def seed(url: str, root: Path, trials: int) -> tuple[int, int]:
+    """(search id, id of a trial in the middle) after inserting `trials` trials."""
+    settings = Settings(database_url=url, data_dir=root / "data")
+    rng = random.Random(0)
+    with session_scope(url) as session:
+        search = create_search(
+            session, parse_spec(spec_dict(make_recipe(root))), repos_dir=settings.repos_dir,
+            actor="bench",
+        )  # fmt: skip
+        session.flush()
+        search_id = search.id
+        agents = list(session.scalars(select(Agent.id).where(Agent.search_id == search_id)))
+        baseline = session.scalar(select(Trial).where(Trial.search_id == search_id))
+        assert baseline is not None
+        baseline.status, baseline.label, baseline.score = TrialStatus.FINISHED, Label.OK, 0.5
+        best_id, best_score, next_id = baseline.id, 0.5, baseline.id + 1
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for first in range(1, trials, BATCH):
+        rows = []
+        for number in range(first, min(first + BATCH, trials)):
+            ok = rng.random() < 0.7
+            score = best_score + rng.gauss(-0.03, 0.01) if ok else None  # ~1 keep in 700
+            rows.append({
+                "id": next_id, "search_id": search_id, "number": number, "parent_id": best_id,
+                "agent_id": rng.choice(agents), "hypothesis": f"synthetic idea {number}",
+                "diff": DIFF.format(lr=round(rng.uniform(0.01, 1), 4)),
+                "status": TrialStatus.FINISHED,
+                "label": Label.OK if ok else rng.choice(FAILURES),
+                "label_reason": "" if ok else "synthetic failure", "score": score,
+                "delta": None if score is None else score - best_score,
+                "metrics": {"val_acc": score} if ok else {}, "wallclock_s": 60.0,
+                "log_tail": "epoch 1\nepoch 2\n", "tokens_in": 3000, "tokens_out": 400,
+                "cost_usd": 0.002, "attempts": 1,
+                "created_at": start + timedelta(seconds=number),
+                "finished_at": start + timedelta(seconds=number + 60),
+            })  # fmt: skip
+            if score is not None and score > best_score:
+                best_id, best_score = next_id, score
+            next_id += 1
+        with session_scope(url) as session:
+            session.execute(insert(Trial), rows)
+    with session_scope(url) as session:
+        stored = session.get(Search, search_id)
+        assert stored is not None
+        stored.best_trial_id = best_id
+    return search_id, best_id
+
+
+def settle(url: str) -> None:
+    """What a live database has done by itself long before anyone audits 100k trials:
+    statistics for the planner, and (Postgres) a vacuumed visibility map for index-only scans.
+    """
+    engine = get_engine(url)
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM ANALYZE trial"))
+    else:
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--database-url", help="a Postgres server (a scratch DB is made on it)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        if args.database_url:
+            url, name = make_postgres_database(args.database_url)
+        else:
+            url, name = f"sqlite:///{root / 'bench.db'}", ""
+        try:
+            migrate(url)
+            started = time.perf_counter()
+            search_id, trial_id = seed(url, root, args.trials)
+            seeded_s = time.perf_counter() - started
+            settle(url)
+            report(url, root, search_id, trial_id, args, seeded_s)
+        finally:
+            if name:
+                drop_postgres_database(args.database_url, name)
+
+
+def report(
+    url: str, root: Path, search_id: int, trial_id: int, args: argparse.Namespace, seeded_s: float
+) -> None:
+    endpoints = {
+        "page /": "/",
+        "page search": f"/searches/{search_id}",
+        "page trials": f"/searches/{search_id}/trials",
+        "page trials label=crash sort=best": f"/searches/{search_id}/trials?label=crash&sort=best",
+        "page trial": f"/trials/{trial_id}",
+        "page compare": f"/trials/{trial_id}/compare",
+        "api searches": "/api/searches",
+        "api search": f"/api/searches/{search_id}",
+        "api trials sort=best": f"/api/searches/{search_id}/trials?sort=best",
+        "api trials agent+label": f"/api/searches/{search_id}/trials?agent=opt&label=ok",
+        "api trial": f"/api/trials/{trial_id}",
+        "api lineage page": f"/api/searches/{search_id}/lineage?limit=500",
+    }
+    backend = "postgres" if url.startswith("postgresql") else "sqlite"
+    print(f"{backend}: {args.trials} trials seeded in {seeded_s:.0f}s; {args.runs} requests each")  # noqa: T201
+    # "cold": the search page's rollup cache emptied before every request (a trial has
+    # just finished); "warm": a search being audited with no trial finishing meanwhile.
+    print(f"{'endpoint':<36} {'warm p50':>8} {'p95':>8} {'cold p50':>8} {'p95':>8}")  # noqa: T201
+    settings = Settings(database_url=url, data_dir=root / "data")
+    with TestClient(create_app(settings)) as client:
+        for name, path in endpoints.items():
+            assert client.get(path).status_code == 200, path  # warm
+            warm, cold = [], []
+            for _ in range(args.runs):
+                for cache, times in ((True, warm), (False, cold)):
+                    if not cache:
+                        views.clear_cache()
+                    begun = time.perf_counter()
+                    response = client.get(path)
+                    times.append((time.perf_counter() - begun) * 1000)
+                    assert response.status_code == 200
+            print(  # noqa: T201
+                f"{name:<36} {_p(warm, 0.5):>8.1f} {_p(warm, 0.95):>8.1f} "
+                f"{_p(cold, 0.5):>8.1f} {_p(cold, 0.95):>8.1f}"
+            )
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+if __name__ == "__main__":
+    main()
