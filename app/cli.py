@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,7 +24,10 @@ from typer.core import TyperGroup
 from app import db, searches
 from app.api.schemas import SearchOut
 from app.config import Settings
+from app.demo import DemoFailed, run_demo
+from app.demo import Summary as DemoSummary
 from app.errors import TrialforgeError
+from app.launcher import Stack, service_commands
 from app.pagination import MAX_LIMIT
 from app.spec import load_spec_file
 from app.states import SearchStatus
@@ -143,29 +144,65 @@ def up(
     """API, scheduler and workers in one command (the embedded default needs nothing else)."""
     settings = _settings(ctx)
     db.migrate(settings.resolved_database_url)
-    me = [sys.executable, "-m", "app.cli"]
-    commands = [
-        [*me, "serve", f"--host={host}", f"--port={port}"],
-        [*me, "scheduler"],
-        [*me, "worker", "--queues=propose", "--concurrency=4"],
-        [*me, "worker", "--queues=trials", f"--concurrency={slots}"],
-    ]
-    processes = [subprocess.Popen(command) for command in commands]
-    typer.echo(f"trialforge up: API on http://{host}:{port} (Ctrl-C stops everything)")
+    stack = Stack({})
+    for command in service_commands(host, port, slots):
+        stack.start(*command)
+    typer.echo(f"trialforge up: dashboard and API on http://{host}:{port} (Ctrl-C stops all)")
     try:
-        while all(process.poll() is None for process in processes):
+        while not stack.dead():
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait()
-    failed = [c for c, p in zip(commands, processes, strict=True) if p.returncode not in (0, -15)]
-    if failed:
-        typer.echo(f"error: a process stopped: {' '.join(failed[0][2:])}", err=True)
+        dead = stack.dead()
+        stack.stop()
+    if dead:
+        typer.echo(f"error: a process stopped: {dead[0]}", err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    trials: Annotated[int, typer.Option(min=2, help="Trials, the baseline included.")] = 12,
+    port: Annotated[int, typer.Option(help="Where the dashboard listens meanwhile.")] = 8000,
+    timeout: Annotated[float, typer.Option(help="Seconds before giving up.")] = 900.0,
+) -> None:
+    """Run a search on the bundled digits example and print what it found."""
+    settings = _settings(ctx)
+    with typer.progressbar(length=trials, label="trials") as bar:
+        try:
+            summary = run_demo(
+                settings,
+                trials=trials,
+                port=port,
+                say=lambda line: typer.echo(line, err=True),
+                progress=bar.update,
+                timeout_s=timeout,
+            )
+        except DemoFailed as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+    typer.echo(_summary_table(summary))
+
+
+def _summary_table(summary: DemoSummary) -> str:
+    improvement = (
+        summary.best - summary.baseline
+        if summary.best is not None and summary.baseline is not None
+        else None
+    )
+    agents = "LLM specialists and the control arm" if summary.llm else "the control arm alone"
+    lines = [
+        f"search {summary.search_id}: {summary.trials} trials by {agents}, "
+        f"{summary.backend.value} runner ({summary.halt_reason or 'stopped'})",
+        f"  baseline     {_score(summary.baseline)}",
+        f"  best         {_score(summary.best)}",
+        f"  improvement  {'-' if improvement is None else f'{improvement:+.4g}'}",
+        "  labels       " + ", ".join(f"{k} {v}" for k, v in summary.labels.items()),
+        f"browse it: trialforge serve, then http://127.0.0.1:8000/searches/{summary.search_id}",
+    ]
+    return "\n".join(lines)
 
 
 @db_app.command("upgrade")

@@ -38,6 +38,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -70,6 +71,8 @@ PIPE_CHUNK_BYTES = 64 * 1024
 PIPE_DRAIN_S = 5.0  # to read what is left in the pipes after every process is killed
 _SIGNAL_EXIT_BASE = 128  # a shell reports death by signal N as exit 128 + N
 _OOM_LAST_LINE = "MemoryError"
+# `python3` is the worker's own interpreter (its venv has numpy), then the system's tools.
+LOCAL_PATH = f"{Path(sys.executable).parent}:{SANDBOX_PATH}"
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ def _execute(
             trial_id,
             command,
             workdir=workdir,
-            env={"PATH": SANDBOX_PATH, "HOME": scratch, **env, LOCAL_TRIAL_ENV: str(trial_id)},
+            env={"PATH": LOCAL_PATH, "HOME": scratch, **env, LOCAL_TRIAL_ENV: str(trial_id)},
             limits=limits,
         )
 
