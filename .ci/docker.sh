@@ -23,9 +23,9 @@ daemon_answers() {
 }
 
 if ! command -v docker >/dev/null || ! command -v dockerd >/dev/null \
-    || ! command -v debootstrap >/dev/null; then
+    || ! command -v debootstrap >/dev/null || ! command -v docker-compose >/dev/null; then
     apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y docker.io debootstrap
+    DEBIAN_FRONTEND=noninteractive apt-get install -y docker.io debootstrap docker-compose
 fi
 
 if ! daemon_answers; then

@@ -75,13 +75,16 @@ def serve(
     ctx: typer.Context,
     host: str = "127.0.0.1",
     port: int = 8000,
+    migrate: Annotated[bool, typer.Option(help="Upgrade the schema first.")] = False,
 ) -> None:
-    """Run the REST API (OpenAPI docs at /docs)."""
+    """Run the REST API and the dashboard (OpenAPI docs at /docs)."""
     import uvicorn
 
     from app.api import create_app
 
     settings = _settings(ctx)
+    if migrate:
+        db.migrate(settings.resolved_database_url)
     db.ensure_schema_current(settings.resolved_database_url)
     uvicorn.run(create_app(settings), host=host, port=port)
 

@@ -9,6 +9,7 @@ asks anything of any host but ours. A screenshot of each page is saved under
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -65,7 +66,10 @@ def server(settings: Settings) -> Iterator[str]:
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+        reason = f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield launched
