@@ -7,6 +7,7 @@ install. Production points `database_url` at Postgres and `broker_url` at Redis.
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -79,6 +80,12 @@ class Settings(BaseSettings):
         if self.broker_url:
             return self.broker_url
         return f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def namespace(self) -> str:
+        """Names this installation's sandboxes, so installations sharing a host never
+        sweep each other's: a digest of the database they record to."""
+        return hashlib.sha256(self.resolved_database_url.encode()).hexdigest()[:12]
 
     @property
     def gpus(self) -> tuple[str, ...]:

@@ -68,6 +68,7 @@ def run(url: str, root: Path, args: argparse.Namespace) -> str:
         repo, evaluator, CONTROL_ONLY, max_trials=args.trials, max_concurrent=args.slots
     )
     raw["run"] = f"sleep {args.trial_s} && python3 train.py"
+    raw["budgets"]["trial"]["wallclock_s"] = args.trial_s + 60
     with deployment(url, root / "data", sandbox_backend="docker") as running:
         with session_scope(url) as session:
             search = create_search(

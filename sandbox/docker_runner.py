@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 TRIAL_LABEL = "trialforge.trial"
 ROLE_LABEL = "trialforge.role"
+NAMESPACE_LABEL = "trialforge.namespace"  # one installation (database) of several on a daemon
 TMPFS_BYTES = 256 * 1024 * 1024  # /tmp is RAM-backed and counts against the memory limit
 NOBODY = 65534  # uid and gid used when the worker itself is root
 OOM_EXIT_CODE = 137  # 128 + SIGKILL, what the init process reports for an OOM kill
@@ -96,7 +97,9 @@ class DockerRunner:
 
     isolated = True
 
-    def __init__(self, client: docker.DockerClient | None = None) -> None:
+    def __init__(self, client: docker.DockerClient | None = None, namespace: str = "") -> None:
+        """`namespace` separates installations sharing a daemon: sweeps see only their own."""
+        self.namespace = namespace
         try:
             self._client = client or docker.from_env()
         except DockerException as error:
@@ -192,8 +195,14 @@ class DockerRunner:
         )
 
     def live_trials(self) -> set[int]:
-        containers = self._client.containers.list(all=True, filters={"label": TRIAL_LABEL})
+        containers = self._client.containers.list(
+            all=True, filters={"label": [TRIAL_LABEL, self._scope]}
+        )
         return {int(container.labels[TRIAL_LABEL]) for container in containers}
+
+    @property
+    def _scope(self) -> str:
+        return f"{NAMESPACE_LABEL}={self.namespace}"
 
     def sweep(self, trial_ids: Collection[int] | None = None) -> int:
         """Remove leftover containers (all trials', or only `trial_ids`'); returns how many.
@@ -208,7 +217,8 @@ class DockerRunner:
             selectors = [f"{TRIAL_LABEL}={trial_id}" for trial_id in trial_ids]
         removed = 0
         for selector in selectors:
-            for container in self._client.containers.list(all=True, filters={"label": selector}):
+            filters = {"label": [selector, self._scope]}
+            for container in self._client.containers.list(all=True, filters=filters):
                 try:
                     container.remove(force=True)
                 except NotFound:
@@ -273,7 +283,11 @@ class DockerRunner:
             nano_cpus=int(limits.cpus * 1e9),
             init=True,
             device_requests=device_requests,
-            labels={TRIAL_LABEL: str(spec.trial_id), ROLE_LABEL: spec.role},
+            labels={
+                TRIAL_LABEL: str(spec.trial_id),
+                ROLE_LABEL: spec.role,
+                NAMESPACE_LABEL: self.namespace,
+            },
             log_config=LogConfig(
                 type=LogConfig.types.JSON,
                 config={"max-size": DAEMON_LOG_MAX_SIZE, "max-file": DAEMON_LOG_FILES},

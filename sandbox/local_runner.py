@@ -7,8 +7,8 @@ nobody mistakes these results for contained ones. What it does bound:
 
 - wall-clock: our deadline, then SIGKILL to the trial's process group (it
   gets a session of its own) and to every process still carrying its marker
-  variable `LOCAL_TRIAL_ENV`, which also lets `sweep` find the trials of a
-  worker that died;
+  variable `LOCAL_TRIAL_ENV` (`<namespace>/<trial id>`), which also lets
+  `sweep` find the trials of a worker that died, and only its own installation's;
 - memory: RLIMIT_AS, i.e. virtual address space, stricter than a container's
   resident-memory limit (libraries that reserve large ranges, such as
   OpenBLAS thread buffers, need headroom);
@@ -89,6 +89,10 @@ class LocalRunner:
 
     isolated = False
 
+    def __init__(self, namespace: str = "") -> None:
+        """`namespace` separates installations on one host: sweeps see only their own."""
+        self.namespace = namespace
+
     def run(self, request: RunRequest) -> RunResult:
         logger.warning("sandbox.local.unisolated trial_id=%s role=run", request.trial_id)
         exited = _execute(
@@ -97,6 +101,7 @@ class LocalRunner:
             source=request.recipe_dir,
             env={**request.env, OUTPUT_ENV: str(request.output_dir.resolve())},
             limits=request.limits,
+            namespace=self.namespace,
         )
         log_tail = exited.log.text(header=UNISOLATED_NOTICE)
         try:
@@ -136,6 +141,7 @@ class LocalRunner:
             source=request.evaluator_dir,
             env=env,
             limits=request.limits,
+            namespace=self.namespace,
         )
         log_tail = exited.log.text(header=UNISOLATED_NOTICE)
         metrics, reason = evaluator_verdict(
@@ -154,7 +160,7 @@ class LocalRunner:
         )
 
     def live_trials(self) -> set[int]:
-        return {int(trial_id) for _, trial_id in _marked_processes() if trial_id.isdigit()}
+        return {int(t) for _, t in _marked_processes(self.namespace) if t.isdigit()}
 
     def sweep(self, trial_ids: Collection[int] | None = None) -> int:
         """SIGKILL every process marked as a local trial (or as one of `trial_ids`).
@@ -162,11 +168,17 @@ class LocalRunner:
         Returns how many processes were killed. Processes of other users are
         invisible unless the worker is root.
         """
-        return _kill_marked(trial_ids)
+        return _kill_marked(self.namespace, trial_ids)
 
 
 def _execute(
-    trial_id: int, command: str, *, source: Path, env: Mapping[str, str], limits: Limits
+    trial_id: int,
+    command: str,
+    *,
+    source: Path,
+    env: Mapping[str, str],
+    limits: Limits,
+    namespace: str,
 ) -> _Exited:
     """Run `command` in a private copy of `source` under rlimits; kill it all at the end."""
     with tempfile.TemporaryDirectory(prefix=f"trialforge-{trial_id}-") as scratch:
@@ -176,13 +188,25 @@ def _execute(
             trial_id,
             command,
             workdir=workdir,
-            env={"PATH": LOCAL_PATH, "HOME": scratch, **env, LOCAL_TRIAL_ENV: str(trial_id)},
+            env={
+                "PATH": LOCAL_PATH,
+                "HOME": scratch,
+                **env,
+                LOCAL_TRIAL_ENV: f"{namespace}/{trial_id}",
+            },
             limits=limits,
+            namespace=namespace,
         )
 
 
 def _supervise(
-    trial_id: int, command: str, *, workdir: Path, env: Mapping[str, str], limits: Limits
+    trial_id: int,
+    command: str,
+    *,
+    workdir: Path,
+    env: Mapping[str, str],
+    limits: Limits,
+    namespace: str,
 ) -> _Exited:
     log, stdout = TailBuffer(), TailBuffer()
     nproc = _tasks_of_user(os.getuid()) + limits.pids
@@ -210,7 +234,7 @@ def _supervise(
     wallclock_s = time.monotonic() - started
     # The trial is over, whether it exited or hit the deadline: nothing of it may live on.
     _kill_group(process.pid)
-    _kill_marked([trial_id])
+    _kill_marked(namespace, [trial_id])
     returncode = process.wait()
     for pump in pumps:
         pump.join(PIPE_DRAIN_S)
@@ -256,11 +280,11 @@ def _kill_group(pgid: int) -> None:
         pass  # the group is already empty: the usual case after a clean exit
 
 
-def _kill_marked(trial_ids: Collection[int] | None) -> int:
+def _kill_marked(namespace: str, trial_ids: Collection[int] | None) -> int:
     """SIGKILL marked processes (of `trial_ids` only, if given); returns how many."""
     wanted = None if trial_ids is None else {str(trial_id) for trial_id in trial_ids}
     killed = 0
-    for pid, trial_id in _marked_processes():
+    for pid, trial_id in _marked_processes(namespace):
         if wanted is not None and trial_id not in wanted:
             continue
         try:
@@ -272,9 +296,9 @@ def _kill_marked(trial_ids: Collection[int] | None) -> int:
     return killed
 
 
-def _marked_processes() -> list[tuple[int, str]]:
-    """(pid, trial id) of every visible process whose environment carries the marker."""
-    marker = f"{LOCAL_TRIAL_ENV}=".encode()
+def _marked_processes(namespace: str) -> list[tuple[int, str]]:
+    """(pid, trial id) of every visible process whose environment carries our marker."""
+    marker = f"{LOCAL_TRIAL_ENV}={namespace}/".encode()
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():

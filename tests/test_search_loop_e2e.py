@@ -16,12 +16,14 @@ import docker
 import pytest
 from sqlalchemy import select
 
+from app.config import Settings
 from app.db import session_scope
 from app.models import Search, Trial
 from app.searches import create_search
 from app.spec import parse_spec
 from app.states import Label, SearchStatus, TrialStatus
 from app.trials import ancestry
+from sandbox.docker_runner import NAMESPACE_LABEL, TRIAL_LABEL
 from tests.fake_llm import FakeLLM, reply
 from tests.loop_harness import BASELINE_ACC, deployment, loop_spec, make_loop_recipe
 
@@ -193,14 +195,15 @@ def test_a_search_runs_to_its_budget_and_learns_from_its_lineage(
         exported = [json.loads(line) for line in _export(database_url, search_id, data_dir)]
         assert sum(r["record"] == "trial" for r in exported) == 12
 
-    assert docker_client.containers.list(all=True, filters={"label": "trialforge.trial"}) == []
+    namespace = Settings(database_url=database_url).namespace
+    ours = {"label": [TRIAL_LABEL, f"{NAMESPACE_LABEL}={namespace}"]}
+    assert docker_client.containers.list(all=True, filters=ours) == []
 
 
 def _export(database_url: str, search_id: int, data_dir: Path) -> list[str]:
     from fastapi.testclient import TestClient
 
     from app.api import create_app
-    from app.config import Settings
 
     settings = Settings(database_url=database_url, data_dir=data_dir)
     with TestClient(create_app(settings)) as client:

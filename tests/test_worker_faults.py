@@ -23,7 +23,7 @@ from app.models import Event, Search, Trial
 from app.searches import create_search
 from app.spec import parse_spec
 from app.states import Label, SearchStatus, TrialStatus
-from sandbox.docker_runner import TRIAL_LABEL
+from sandbox.docker_runner import NAMESPACE_LABEL, TRIAL_LABEL
 from tests.loop_harness import Deployment, deployment, loop_spec, make_loop_recipe
 from workers.celery_app import make_celery
 
@@ -61,8 +61,11 @@ def baseline_only(database_url: str, tmp_path: Path, data_dir: Path, run: str) -
         return search.id, baseline
 
 
-def labelled(client: docker.DockerClient, trial_id: int) -> list[object]:
-    return list(client.containers.list(all=True, filters={"label": f"{TRIAL_LABEL}={trial_id}"}))
+def labelled(client: docker.DockerClient, database_url: str, trial_id: int) -> list[object]:
+    """Containers of `trial_id` of this test's installation (not of anything else on the host)."""
+    namespace = Settings(database_url=database_url).namespace
+    labels = [f"{TRIAL_LABEL}={trial_id}", f"{NAMESPACE_LABEL}={namespace}"]
+    return list(client.containers.list(all=True, filters={"label": labels}))
 
 
 def test_a_trial_worker_killed_mid_trial_leaves_nothing_running_or_behind(
@@ -77,11 +80,15 @@ def test_a_trial_worker_killed_mid_trial_leaves_nothing_running_or_behind(
         running.start("scheduler", "--interval=0.3")
         worker = running.start("worker", "--queues=trials", "--concurrency=1")
 
-        running.wait_for(lambda: bool(labelled(docker_client, baseline)), 60, "the trial ran")
+        running.wait_for(
+            lambda: bool(labelled(docker_client, database_url, baseline)), 60, "the trial ran"
+        )
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
         running.processes.remove(worker)
-        assert labelled(docker_client, baseline), "the kill should orphan the container"
+        assert labelled(docker_client, database_url, baseline), (
+            "the kill should orphan the container"
+        )
 
         running.start("worker", "--queues=trials", "--concurrency=1")
         running.wait_for(
@@ -98,7 +105,7 @@ def test_a_trial_worker_killed_mid_trial_leaves_nothing_running_or_behind(
             select(func.count()).where(Event.trial_id == baseline, Event.kind == "trial.requeued")
         )
         assert requeued == 1
-    assert labelled(docker_client, baseline) == []
+    assert labelled(docker_client, database_url, baseline) == []
 
 
 def test_a_trial_message_delivered_twice_runs_its_trial_once(

@@ -49,25 +49,25 @@ def worker_name() -> str:
 
 
 @cache
-def runner_for(backend: SandboxBackend) -> Runner:
+def runner_for(backend: SandboxBackend, namespace: str) -> Runner:
     if backend is SandboxBackend.LOCAL:
-        return _local()
+        return _local(namespace)
     if backend is SandboxBackend.DOCKER:
-        return DockerRunner()
+        return DockerRunner(namespace=namespace)
     try:
         client = docker.from_env()
         client.ping()
     except (DockerException, requests.exceptions.RequestException) as error:
         logger.warning("sandbox.docker_unavailable error=%s; falling back to local", error)
-        return _local()
-    return DockerRunner(client)
+        return _local(namespace)
+    return DockerRunner(client, namespace=namespace)
 
 
-def _local() -> Runner:
+def _local(namespace: str) -> Runner:
     logger.warning(
         "sandbox.local_runner: trials run as plain processes, NOT isolated from this host"
     )
-    return LocalRunner()
+    return LocalRunner(namespace)
 
 
 def gpu_slot(gpus: tuple[str, ...], needed: int, process_index: int) -> tuple[str, ...]:

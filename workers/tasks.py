@@ -38,7 +38,9 @@ def _start_process(**_: Any) -> None:
     """Drop database connections inherited through fork, then clear what dead workers left."""
     get_engine(settings.resolved_database_url).dispose(close=False)
     if settings.trial_queue in (celery.amqp.queues or {}):
-        runtime.sweep_orphans(settings, runtime.runner_for(settings.sandbox_backend))
+        runtime.sweep_orphans(
+            settings, runtime.runner_for(settings.sandbox_backend, settings.namespace)
+        )
 
 
 def send(sends: list[loop.Send]) -> None:
@@ -103,7 +105,7 @@ def run_trial(trial_id: int) -> None:
 def _execute(
     trial_id: int, worker: str, store: GitStore, commit: str, spec: SearchSpec
 ) -> Execution:
-    runner = runtime.runner_for(settings.sandbox_backend)
+    runner = runtime.runner_for(settings.sandbox_backend, settings.namespace)
     try:
         gpus = runtime.gpu_slot(settings.gpus, spec.budgets.trial.gpus, current_process().index)
     except runtime.NoGpuSlot as error:

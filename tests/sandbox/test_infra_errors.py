@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from sandbox import RunnerKind, RunRequest, SandboxUnavailable, make_runner
-from sandbox.docker_runner import TRIAL_LABEL, DockerRunner
+from sandbox.docker_runner import NAMESPACE_LABEL, TRIAL_LABEL, DockerRunner
 from tests.sandbox.contract import LIMITS, Harness
 
 NO_DAEMON = "unix:///nonexistent/docker.sock"
@@ -93,3 +93,24 @@ def test_making_a_docker_runner_without_a_daemon_says_the_sandbox_is_unavailable
 
     with pytest.raises(SandboxUnavailable, match="cannot reach the Docker daemon"):
         make_runner(RunnerKind.DOCKER)
+
+
+@pytest.mark.docker
+def test_a_sweep_never_touches_another_installations_containers(
+    docker_client: docker.DockerClient, sandbox_image: str, trial_id: int
+) -> None:
+    theirs = docker_client.containers.create(
+        sandbox_image,
+        ["sleep", "60"],
+        labels={TRIAL_LABEL: str(trial_id), NAMESPACE_LABEL: "another-installation"},
+        network_mode="none",
+    )
+    try:
+        mine = DockerRunner(docker_client, namespace="this-installation")
+
+        assert trial_id not in mine.live_trials()
+        assert mine.sweep([trial_id]) == 0
+        assert mine.sweep() == 0
+        theirs.reload()  # still there
+    finally:
+        theirs.remove(force=True)

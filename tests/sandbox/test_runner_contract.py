@@ -55,7 +55,7 @@ class TestLocalRunner(RunnerContract):
     def leftovers(self) -> Callable[[int], int]:
         def processes_of(trial_id: int) -> int:
             """Live processes whose environment carries the trial's marker."""
-            marker = f"{LOCAL_TRIAL_ENV}={trial_id}".encode()
+            marker = f"{LOCAL_TRIAL_ENV}=/{trial_id}".encode()
             count = 0
             for pid in filter(str.isdigit, os.listdir("/proc")):
                 try:
