@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from app.edits import Replace, render_diff
 from app.errors import Conflict, EditRejected, InvalidSpec, NotFound
 from app.gitstore import GitStore, redact_url
 from app.legality import check_paths, parse_diff
@@ -498,3 +499,42 @@ def test_unknown_commits_and_files_are_not_found(store: tuple[GitStore, str]) ->
         repo.show_file(base, "nope.py")
     with pytest.raises(NotFound):
         _apply(repo, "0" * 40, EDIT_TRAIN)
+
+
+def test_combine_merges_two_wins_three_way_onto_a_third_commit(store: tuple[GitStore, str]) -> None:
+    repo, base = store
+    lr = _apply(repo, base, _edit("train.py", "lr = 0.1", "lr = 0.05"), "refs/trials/11")
+    width = _apply(repo, base, _edit("model/net.py", "width = 1", "width = 2"), "refs/trials/12")
+    readme = _apply(repo, base, _edit("README.md", "# digits", "# digits!"), "refs/trials/13")
+
+    diff = repo.combine(readme, [(base, lr), (base, width)])
+    merged = _apply(repo, readme, diff, "refs/trials/14")
+
+    assert "lr = 0.05" in repo.show_file(merged, "train.py")
+    assert "width = 2" in repo.show_file(merged, "model/net.py")
+    assert repo.show_file(merged, "README.md") == "# digits!\n"
+
+
+def test_combining_two_edits_of_the_same_line_is_a_rejected_patch(
+    store: tuple[GitStore, str],
+) -> None:
+    repo, base = store
+    low = _apply(repo, base, _edit("train.py", "lr = 0.1", "lr = 0.05"), "refs/trials/21")
+    high = _apply(repo, base, _edit("train.py", "lr = 0.1", "lr = 0.5"), "refs/trials/22")
+
+    with pytest.raises(EditRejected) as rejected:
+        repo.combine(low, [(base, high)])
+
+    assert rejected.value.label == Label.PATCH_REJECTED
+    assert "does not merge" in rejected.value.reason
+
+
+def _edit(path: str, old: str, new: str) -> str:
+    return render_diff([Replace(path, old, new)], lambda _: _CONTENT[path])
+
+
+_CONTENT = {
+    "train.py": "import model\nlr = 0.1\n",
+    "model/net.py": "import math\nwidth = 1\n",
+    "README.md": "# digits\n",
+}

@@ -1,9 +1,10 @@
-"""Faults of the distributed loop: killed workers and duplicated messages.
+"""Faults of the distributed loop: killed workers, duplicated messages, cancel mid-run.
 
 Invariants: a trial worker SIGKILLed mid-trial leaves no trial `running` and
 no container behind (the next worker sweeps the container, the reaper
 re-queues the trial, and it runs to completion); a trial message delivered
-twice runs its trial once.
+twice runs its trial once; cancelling a search kills its running container
+at the worker's next heartbeat.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from app import loop
 from app.config import Settings
 from app.db import session_scope
 from app.models import Event, Search, Trial
-from app.searches import create_search
+from app.searches import apply_action, create_search
 from app.spec import parse_spec
-from app.states import Label, SearchStatus, TrialStatus
+from app.states import Label, SearchAction, SearchStatus, TrialStatus
 from sandbox.docker_runner import NAMESPACE_LABEL, TRIAL_LABEL
 from tests.loop_harness import Deployment, deployment, loop_spec, make_loop_recipe
 from workers.celery_app import make_celery
@@ -157,3 +158,31 @@ def _trial_status(database_url: str, trial_id: int) -> str | None:
     with session_scope(database_url) as session:
         trial = session.get(Trial, trial_id)
         return trial.status if trial else None
+
+
+def test_cancelling_a_search_kills_its_running_container_within_a_heartbeat(
+    database_url: str, tmp_path: Path, docker_client: docker.DockerClient, sandbox_image: str
+) -> None:
+    with deployment(database_url, tmp_path / "data", sandbox_backend="docker") as running:
+        data_dir = Path(running.env["TRIALFORGE_DATA_DIR"])
+        search_id, baseline = baseline_only(
+            database_url, tmp_path, data_dir, "sleep 60 && python3 train.py"
+        )
+        running.start("scheduler", "--interval=0.3")
+        running.start("worker", "--queues=trials", "--concurrency=1")
+        running.wait_for(
+            lambda: bool(labelled(docker_client, database_url, baseline)), 60, "the trial ran"
+        )
+
+        with session_scope(database_url) as session:
+            apply_action(session, search_id, SearchAction.CANCEL, actor="test")
+        running.wait_for(
+            lambda: not labelled(docker_client, database_url, baseline),
+            10,  # two heartbeats (1 s each) and the kill, with room to spare
+            "the container was killed",
+        )
+
+    with session_scope(database_url) as session:
+        trial = session.get(Trial, baseline)
+        assert trial is not None and trial.status == TrialStatus.CANCELLED
+        assert trial.label is None  # a cancelled run is not an outcome of the idea
