@@ -24,7 +24,8 @@ HYPOTHESIS_CHARS = 300
 
 @dataclass(frozen=True)
 class TrialNote:
-    """One trial as an agent sees it. `delta` is the score change over its parent."""
+    """One trial as an agent sees it. `delta` is its improvement over its parent
+    (positive is better, whichever the metric's direction)."""
 
     number: int
     agent: str
@@ -114,7 +115,7 @@ def _user(digest: Digest, history: int, log_chars: int, file_chars: int) -> str:
 
 def _note(note: TrialNote, log_chars: int) -> str:
     score = "-" if note.score is None else f"{note.score:.6g}"
-    delta = "" if note.delta is None else f" (delta {note.delta:+.4g})"
+    delta = "" if note.delta is None else f" (improvement over parent {note.delta:+.4g})"
     line = (
         f"- trial {note.number} by {note.agent}: {note.label or 'pending'}, "
         f"score {score}{delta}: {note.hypothesis[:HYPOTHESIS_CHARS]}"

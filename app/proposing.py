@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from app import events
@@ -102,7 +102,7 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
         own_recent=notes.query(
             Trial.agent_id == trial.agent_id, Trial.status == TrialStatus.FINISHED
         ),
-        others_wins=notes.wins(exclude_agent=trial.agent_id, direction=direction),
+        others_wins=notes.wins(exclude_agent=trial.agent_id),
         recent_failures=notes.query(
             Trial.label.not_in([Label.OK, Label.INFRA_ERROR]), Trial.label.is_not(None)
         ),
@@ -118,7 +118,7 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
         parent_commit=parent.commit_sha,
         digest=digest,
         seed=search.id * 1_000_003 + trial.number,
-        wins=notes.unmerged_wins(parent, direction) if agent.kind == AgentKind.COMBINER else (),
+        wins=notes.unmerged_wins(parent) if agent.kind == AgentKind.COMBINER else (),
     )
 
 
@@ -209,21 +209,27 @@ def _surface_files(store: GitStore, commit: str, surface: list[str]) -> dict[str
 
 
 class _Notes:
-    """Trials of one search rendered as digest notes, with their score deltas."""
+    """Trials of one search rendered as digest notes.
+
+    Infra errors are left out everywhere: they were our failures, not the
+    ideas', and an agent must not learn to avoid a good idea because of them.
+    """
 
     def __init__(self, session: Session, search_id: int) -> None:
         self.session, self.search_id = session, search_id
         self.parent = aliased(Trial)
 
-    def _select(self) -> Select[Trial, str, float | None]:
+    def _select(self) -> Select[Trial, str]:
         return (
-            select(Trial, Agent.name, self.parent.score)
+            select(Trial, Agent.name)
             .outerjoin(Agent, Trial.agent_id == Agent.id)
-            .outerjoin(self.parent, Trial.parent_id == self.parent.id)
-            .where(Trial.search_id == self.search_id)
+            .where(
+                Trial.search_id == self.search_id,
+                or_(Trial.label.is_(None), Trial.label != Label.INFRA_ERROR),
+            )
         )
 
-    def _notes(self, query: Select[Trial, str, float | None]) -> list[TrialNote]:
+    def _notes(self, query: Select[Trial, str]) -> list[TrialNote]:
         return [
             TrialNote(
                 number=trial.number,
@@ -231,13 +237,11 @@ class _Notes:
                 hypothesis=trial.hypothesis,
                 label=trial.label,
                 score=trial.score,
-                delta=None
-                if trial.score is None or parent_score is None
-                else trial.score - parent_score,
+                delta=trial.delta,
                 reason=trial.label_reason or "",
                 log_tail=trial.log_tail if trial.label not in (None, Label.OK) else "",
             )
-            for trial, agent, parent_score in self.session.execute(query)
+            for trial, agent in self.session.execute(query)
         ]
 
     def one(self, trial: Trial) -> TrialNote:
@@ -251,20 +255,14 @@ class _Notes:
         recent = self._select().where(*where).order_by(Trial.number.desc()).limit(HISTORY)
         return sorted(self._notes(recent), key=lambda note: note.number)
 
-    def wins(self, *, exclude_agent: int | None, direction: Direction) -> list[TrialNote]:
-        improved = (
-            Trial.score > self.parent.score
-            if direction is Direction.MAXIMIZE
-            else Trial.score < self.parent.score
-        )
-        return self.query(Trial.label == Label.OK, Trial.agent_id != exclude_agent, improved)
+    def wins(self, *, exclude_agent: int | None) -> list[TrialNote]:
+        """Kept trials that improved on their parent."""
+        return self.query(Trial.label == Label.OK, Trial.agent_id != exclude_agent, Trial.delta > 0)
 
-    def unmerged_wins(
-        self, parent: Trial, direction: Direction
-    ) -> tuple[tuple[str, str, str], ...]:
+    def unmerged_wins(self, parent: Trial) -> tuple[tuple[str, str, str], ...]:
         """(agent, parent commit, commit) of recent specialist wins outside `parent`'s line."""
         line = set(ancestry(self.session, parent.id))
-        wins = self.wins(exclude_agent=None, direction=direction)
+        wins = self.wins(exclude_agent=None)
         rows = self.session.execute(
             select(Trial.id, Agent.name, self.parent.commit_sha, Trial.commit_sha)
             .join(Agent, Trial.agent_id == Agent.id)

@@ -1,7 +1,8 @@
 """Dashboard and API response times for a search with 100k synthetic trials.
 
-Seeds one search (four agents, realistic label mix, a ratcheting best path,
-a small diff and log tail per trial) straight into the store, then requests
+Seeds one running search (four agents, realistic label mix, a ratcheting
+best path, a small diff and log tail per trial, its last trials still
+running) straight into the store, then requests
 every page and JSON endpoint `--runs` times in-process (FastAPI TestClient,
 so no network in the figures) and prints p50/p95 per endpoint in ms.
 
@@ -33,6 +34,7 @@ from tests.conftest import drop_postgres_database, make_postgres_database
 from tests.factories import make_recipe, spec_dict
 
 BATCH = 5000
+LIVE = 4  # trials still running when the dashboard is read
 FAILURES = [Label.CRASH, Label.GATE_MISS, Label.BUDGET_OVERRUN, Label.OOM, Label.DUPLICATE,
             Label.ILLEGAL_EDIT, Label.PATCH_REJECTED]  # fmt: skip
 DIFF = (
@@ -61,14 +63,15 @@ def seed(url: str, root: Path, trials: int) -> tuple[int, int]:
     for first in range(1, trials, BATCH):
         rows = []
         for number in range(first, min(first + BATCH, trials)):
-            ok = rng.random() < 0.7
+            live = number >= trials - LIVE  # the search is still running its last trials
+            ok = rng.random() < 0.7 and not live
             score = best_score + rng.gauss(-0.03, 0.01) if ok else None  # ~1 keep in 700
             rows.append({
                 "id": next_id, "search_id": search_id, "number": number, "parent_id": best_id,
                 "agent_id": rng.choice(agents), "hypothesis": f"synthetic idea {number}",
                 "diff": DIFF.format(lr=round(rng.uniform(0.01, 1), 4)),
-                "status": TrialStatus.FINISHED,
-                "label": Label.OK if ok else rng.choice(FAILURES),
+                "status": TrialStatus.RUNNING if live else TrialStatus.FINISHED,
+                "label": None if live else Label.OK if ok else rng.choice(FAILURES),
                 "label_reason": "" if ok else "synthetic failure", "score": score,
                 "delta": None if score is None else score - best_score,
                 "metrics": {"val_acc": score} if ok else {}, "wallclock_s": 60.0,

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.models import Search, Trial
 from app.states import SearchStatus, TrialStatus
-from tests.factories import Recipe, seeded_search
+from tests.factories import Recipe, add_trial, seeded_search
 
 EXTERNAL = re.compile(r"""(?:src|href)=["'](?:https?:)?//""")
 
@@ -106,3 +106,26 @@ def test_the_live_stream_reports_progress_and_ends_with_the_search(
     assert response.headers["content-type"].startswith("text/event-stream")
     assert body.startswith("event: progress\ndata: ")
     assert '"status": "finished"' in body and '"finished": 7' in body
+
+
+def test_the_search_page_follows_trials_as_they_finish(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+    crashes = '<span class="label label-crash">crash</span> {}</a>'
+    assert crashes.format(1) in client.get(f"/searches/{search.id}").text
+    running = session.scalar(select(Trial).where(Trial.status == TrialStatus.RUNNING))
+    assert running is not None
+
+    running.status, running.label = TrialStatus.FINISHED, "crash"
+    session.commit()
+    later = add_trial(session, search, agent="opt", parent=None, label=None,
+                      status=TrialStatus.RUNNING)  # fmt: skip
+    session.commit()
+    first = client.get(f"/searches/{search.id}").text
+    later.status, later.label = TrialStatus.FINISHED, "crash"
+    session.commit()
+    second = client.get(f"/searches/{search.id}").text
+
+    assert crashes.format(2) in first
+    assert crashes.format(3) in second

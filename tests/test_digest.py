@@ -54,7 +54,7 @@ def test_the_prompt_carries_task_rules_files_and_failures_with_their_logs() -> N
         "LR = 0.1",
         "trial 5 by arch: crash",
         "RuntimeError: shape mismatch",
-        "delta +0.02",
+        "improvement over parent +0.02",
         "lr 0.05",
         '"hypothesis"',
     ):

@@ -79,7 +79,7 @@ def search_view(session: Session, search: Search) -> SearchView:
         buckets=[
             Bucket(
                 r.first,
-                r.last,
+                min(r.last, last),
                 names.get(r.agent_id, "baseline"),
                 str(r.label),
                 r.count,
@@ -112,33 +112,42 @@ class _Row:
     cost_usd: float
 
 
-# (database url, search id) -> (version, rows). Finished trials never change, so the
-# rollup of a search stays valid until its trial counts or latest trial move.
-_ROLLUPS: OrderedDict[tuple[str, int], tuple[tuple[Any, ...], list[_Row]]] = OrderedDict()
+# (database url, search id) -> (bucket width, cut, rows for trials numbered below cut).
+# A finished trial never changes, and every trial below the lowest unfinished one is
+# finished: their buckets are computed once and kept while the search runs on.
+_ROLLUPS: OrderedDict[tuple[str, int], tuple[int, int, list[_Row]]] = OrderedDict()
 _ROLLUPS_KEPT = 64
 _ROLLUPS_LOCK = threading.Lock()
+UNFINISHED = (TrialStatus.PROPOSED, TrialStatus.READY, TrialStatus.QUEUED, TrialStatus.RUNNING)
 
 
 def _cached_rollup(session: Session, search_id: int, direction: Direction, last: int) -> list[_Row]:
-    """The rollup, recomputed only when a trial of the search changed status or was added."""
-    by_status = session.execute(
-        select(Trial.status, func.count())
-        .where(Trial.search_id == search_id)
-        .group_by(Trial.status)
-    ).all()
-    version = (last, tuple(sorted((str(status), count) for status, count in by_status)))
+    """The rollup, from cached settled buckets plus a fresh query for the live tail."""
+    width = _bucket_width(last)
+    lowest_unfinished = session.scalar(
+        select(func.min(Trial.number)).where(
+            Trial.search_id == search_id, Trial.status.in_(UNFINISHED)
+        )
+    )
+    boundary = last + 1 if lowest_unfinished is None else lowest_unfinished
+    cut = boundary // width * width  # settled buckets end on a bucket boundary
     key = (str(session.get_bind().engine.url), search_id)
     with _ROLLUPS_LOCK:
         cached = _ROLLUPS.get(key)
-        if cached is not None and cached[0] == version:
-            _ROLLUPS.move_to_end(key)
-            return cached[1]
-    rows = _rollup(session, search_id, direction, last)
+    if cached is not None and cached[0] == width and cached[1] <= cut:
+        settled = cached[2] + _rollup(session, search_id, direction, width, cached[1], cut)
+    else:
+        settled = _rollup(session, search_id, direction, width, 0, cut)
     with _ROLLUPS_LOCK:
-        _ROLLUPS[key] = (version, rows)
+        _ROLLUPS[key] = (width, cut, settled)
+        _ROLLUPS.move_to_end(key)
         while len(_ROLLUPS) > _ROLLUPS_KEPT:
             _ROLLUPS.popitem(last=False)
-    return rows
+    return settled + _rollup(session, search_id, direction, width, cut, None)
+
+
+def _bucket_width(last: int) -> int:
+    return max(1, -(-(last + 1) // CHART_BUCKETS))
 
 
 def clear_cache() -> None:
@@ -146,9 +155,20 @@ def clear_cache() -> None:
         _ROLLUPS.clear()
 
 
-def _rollup(session: Session, search_id: int, direction: Direction, last: int) -> list[_Row]:
-    """The one aggregate the search page is drawn from; an index-only scan of the rollup index."""
-    width = max(1, -(-(last + 1) // CHART_BUCKETS))
+def _rollup(
+    session: Session,
+    search_id: int,
+    direction: Direction,
+    width: int,
+    low: int,
+    high: int | None,
+) -> list[_Row]:
+    """The aggregate the search page is drawn from, for trials numbered in [low, high).
+
+    An index-only range scan of `ix_trial_rollup`; buckets are `width` trials wide.
+    """
+    if high is not None and high <= low:
+        return []
     slot = (Trial.number // width).label("slot")
     best = func.max(Trial.score) if direction is Direction.MAXIMIZE else func.min(Trial.score)
     won = case(((Trial.label == Label.OK) & (Trial.delta > 0), 1), else_=0)
@@ -164,12 +184,18 @@ def _rollup(session: Session, search_id: int, direction: Direction, last: int) -
             func.coalesce(func.sum(Trial.tokens_in + Trial.tokens_out), 0),
             func.coalesce(func.sum(Trial.cost_usd), 0.0),
         )
-        .where(Trial.search_id == search_id, Trial.status != TrialStatus.CANCELLED)
+        .where(
+            Trial.search_id == search_id,
+            Trial.number >= low,
+            Trial.status != TrialStatus.CANCELLED,
+        )
         .group_by(slot, Trial.agent_id, Trial.label)
     )
+    if high is not None:
+        query = query.where(Trial.number < high)
     # A bucket's span comes from its slot: no min/max per group (each aggregate costs a pass).
     return [
-        _Row(agent_id, label, count, score, slot * width, min(slot * width + width - 1, last),
+        _Row(agent_id, label, count, score, slot * width, slot * width + width - 1,
              int(wins or 0), best_delta, int(tokens), float(cost))
         for slot, agent_id, label, count, score, wins, best_delta, tokens, cost
         in session.execute(query)
