@@ -148,6 +148,7 @@ def up(
     settings = _settings(ctx)
     db.migrate(settings.resolved_database_url)
     stack = Stack({})
+    stack.prepare(settings)
     for command in service_commands(host, port, slots):
         stack.start(*command)
     typer.echo(f"trialforge up: dashboard and API on http://{host}:{port} (Ctrl-C stops all)")

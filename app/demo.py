@@ -112,6 +112,7 @@ def run_demo(
         f"http://127.0.0.1:{port}/searches/{search_id} (logs: {log_path})")  # fmt: skip
     with log_path.open("ab") as log:
         stack = Stack(env, log)
+        stack.prepare(settings)
         try:
             for command in service_commands("127.0.0.1", port, slots=2):
                 stack.start(*command)

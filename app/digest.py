@@ -20,6 +20,8 @@ DEFAULT_PROMPT_TOKENS = 12_000
 LOG_TAIL_CHARS = 1200  # of each failure's log, where the traceback is
 FILE_CHARS = 20_000  # of each surface file, before any further trimming
 HYPOTHESIS_CHARS = 300
+SATURATION_TRIALS = 5  # an agent's last trials considered for the saturation note
+SATURATION_DELTA = 1e-3  # a change smaller than this counts as no change
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,15 @@ class Digest:
     tried_from_parent: Sequence[TrialNote] = field(default_factory=tuple)
 
 
-def build_messages(digest: Digest, max_tokens: int = DEFAULT_PROMPT_TOKENS) -> list[dict[str, str]]:
-    """System and user messages whose length stays within `max_tokens` (estimated)."""
-    system = _system(digest)
+def build_messages(
+    digest: Digest, max_tokens: int = DEFAULT_PROMPT_TOKENS, instructions: str = REPLY_FORMAT
+) -> list[dict[str, str]]:
+    """System and user messages whose length stays within `max_tokens` (estimated).
+
+    `instructions` end the system message: the JSON reply format for a
+    single-shot agent, how to use the tools for a session.
+    """
+    system = _system(digest, instructions)
     budget = max_tokens * CHARS_PER_TOKEN - len(system)
     # Progressively leaner renderings: the first that fits wins.
     for history, log_chars, file_chars in (
@@ -74,7 +82,7 @@ def build_messages(digest: Digest, max_tokens: int = DEFAULT_PROMPT_TOKENS) -> l
     return [{"role": "system", "content": system}, {"role": "user", "content": user[:budget]}]
 
 
-def _system(digest: Digest) -> str:
+def _system(digest: Digest, instructions: str) -> str:
     better = "higher" if digest.direction == "maximize" else "lower"
     gates = "; ".join(digest.gates) or "none"
     return (
@@ -86,12 +94,15 @@ def _system(digest: Digest) -> str:
         f"You may edit only: {', '.join(digest.surface)}. Never edit: "
         f"{', '.join(digest.protected) or 'nothing else is protected'}. Edits elsewhere are "
         "rejected as illegal. Do not repeat an edit already tried from this parent; learn from "
-        "the failures shown.\n" + REPLY_FORMAT
+        "the failures shown.\n" + instructions
     )
 
 
 def _user(digest: Digest, history: int, log_chars: int, file_chars: int) -> str:
     parts = [f"# Task\n{digest.task or '(no description)'}"]
+    note = saturation(digest.own_recent)
+    if note:
+        parts.append(f"# Note\n{note}")
     parts.append("# Parent trial (your edit applies to it)\n" + _note(digest.parent, 0))
     if digest.best is not None:
         parts.append("# Best so far\n" + _note(digest.best, 0))
@@ -111,6 +122,24 @@ def _user(digest: Digest, history: int, log_chars: int, file_chars: int) -> str:
         shown = content if len(content) <= file_chars else content[:file_chars] + "\n[...cut]"
         parts.append(f"# File {path} (at the parent)\n```\n{shown}\n```")
     return "\n\n".join(parts)
+
+
+def saturation(own_recent: Sequence[TrialNote]) -> str | None:
+    """A nudge when this agent's last trials all failed or barely moved the score."""
+    last = list(own_recent)[-SATURATION_TRIALS:]
+    if len(last) < SATURATION_TRIALS:
+        return None
+    stuck = all(
+        note.label != "ok" or note.delta is None or abs(note.delta) < SATURATION_DELTA
+        for note in last
+    )
+    if not stuck:
+        return None
+    return (
+        f"Your last {SATURATION_TRIALS} trials all failed or moved the score by less than "
+        f"{SATURATION_DELTA:g}: this direction looks saturated. Try a structurally different "
+        "idea, or build on another specialist's win."
+    )
 
 
 def _note(note: TrialNote, log_chars: int) -> str:

@@ -120,7 +120,7 @@ def render_diff(edits: Sequence[Edit], read: Callable[[str], str | None]) -> str
         current = after.get(edit.path, before[edit.path])
         after[edit.path] = _replace_once(index, edit, current)
     parts = [
-        _file_diff(path, before[path], content)
+        file_diff(path, before[path], content)
         for path, content in after.items()
         if content != before[path]
     ]
@@ -149,7 +149,7 @@ def _replace_once(index: int, edit: Replace, current: str | None) -> str:
     return current.replace(edit.search, edit.replace, 1)
 
 
-def _file_diff(path: str, old: str | None, new: str) -> str:
+def file_diff(path: str, old: str | None, new: str) -> str:
     lines = difflib.unified_diff(
         (old or "").splitlines(keepends=True),
         new.splitlines(keepends=True),

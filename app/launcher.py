@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
+from app.config import Settings
+
 STOP_GRACE_S = 15.0
 
 
@@ -24,6 +26,12 @@ class Stack:
     env: Mapping[str, str]
     log: IO[bytes] | None = None  # None: children share our stdout and stderr
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def prepare(self, settings: Settings) -> None:
+        """What must exist before the children start together: the broker's tables."""
+        from workers.celery_app import make_celery, prepare_broker
+
+        prepare_broker(make_celery(settings))
 
     def start(self, *args: str) -> None:
         self.processes.append(

@@ -165,6 +165,9 @@ class Trial(Base):
     wallclock_s: Mapped[float | None] = mapped_column(Float)
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
     log_tail: Mapped[str] = mapped_column(Text, default="")
+    transcript: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        JSON, doc="The agent session that proposed it: messages and tool calls, truncated."
+    )
     image: Mapped[str | None] = mapped_column(Text)
     image_digest: Mapped[str | None] = mapped_column(String(128))
     isolated: Mapped[bool | None] = mapped_column(doc="False when run by the local runner.")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session, aliased
@@ -24,13 +25,15 @@ from app.gitstore import GitStore
 from app.legality import glob_match
 from app.loop import db_now
 from app.models import Agent, Search, Trial
-from app.spec import AgentKind, AgentSpec, SearchSpec
+from app.spec import AgentKind, AgentSpec, LLMMode, SearchSpec
 from app.states import Direction, Label, TrialStatus
 from app.trials import ancestry
+from app.workbench import TrialRef
 
 logger = logging.getLogger(__name__)
 
 HISTORY = 10  # trials per digest section
+VISIBLE_TRIALS = 200  # latest trials a session's tools can show (besides the best line)
 SURFACE_FILE_MAX_BYTES = 200_000  # larger surface files are listed, not shown
 
 
@@ -45,8 +48,12 @@ class ProposalJob:
     parent_commit: str
     digest: Digest
     seed: int
+    parent_number: int = 0
     # For a combiner: (agent, parent commit, commit) of recent wins not in the parent's line.
     wins: tuple[tuple[str, str, str], ...] = ()
+    # For a tool-using session: the recorded trials its tools may show, and the best line.
+    trials: tuple[TrialRef, ...] = ()
+    best_line: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,19 +63,31 @@ class Usage:
     cost_usd: float = 0.0
 
 
+Transcript = list[dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class Proposal:
     hypothesis: str
     diff: str
     usage: Usage = Usage()
+    parent_number: int | None = None  # set when the session rebased onto another trial
+    transcript: Transcript | None = None
 
 
 class ProposalFailed(Exception):
     """The agent produced no usable edit; `label` says which kind of failure."""
 
-    def __init__(self, label: Label, reason: str, usage: Usage = Usage()) -> None:
+    def __init__(
+        self,
+        label: Label,
+        reason: str,
+        usage: Usage = Usage(),
+        transcript: Transcript | None = None,
+    ) -> None:
         super().__init__(reason)
         self.label, self.reason, self.usage = label, reason, usage
+        self.transcript = transcript
 
 
 def load_job(session: Session, trial_id: int) -> ProposalJob | None:
@@ -118,13 +137,52 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
         parent_commit=parent.commit_sha,
         digest=digest,
         seed=search.id * 1_000_003 + trial.number,
+        parent_number=parent.number,
         wins=notes.unmerged_wins(parent) if agent.kind == AgentKind.COMBINER else (),
+        **(_workbench_view(session, search, best) if agent.mode == LLMMode.SESSION else {}),
     )
+
+
+def _workbench_view(session: Session, search: Search, best: Trial | None) -> dict[str, Any]:
+    """The recorded trials a session's tools may show: the latest ones and the best line."""
+    parent = aliased(Trial)
+    best_line = ancestry(session, best.id) if best is not None else []
+    recent = select(Trial.id).where(Trial.search_id == search.id)
+    wanted = set(session.scalars(recent.order_by(Trial.number.desc()).limit(VISIBLE_TRIALS)))
+    rows = session.execute(
+        select(Trial, Agent.name, parent.number)
+        .outerjoin(Agent, Trial.agent_id == Agent.id)
+        .outerjoin(parent, Trial.parent_id == parent.id)
+        .where(
+            Trial.id.in_(wanted | set(best_line)),
+            or_(Trial.label.is_(None), Trial.label != Label.INFRA_ERROR),
+        )
+    )
+    refs = {
+        trial.id: TrialRef(
+            number=trial.number,
+            agent=agent or "baseline",
+            hypothesis=trial.hypothesis,
+            label=trial.label,
+            score=trial.score,
+            delta=trial.delta,
+            commit=trial.commit_sha,
+            parent_number=parent_number,
+            reason=trial.label_reason or "",
+            log_tail=trial.log_tail if trial.label not in (None, Label.OK) else "",
+        )
+        for trial, agent, parent_number in rows
+    }
+    return {
+        "trials": tuple(sorted(refs.values(), key=lambda ref: ref.number)),
+        "best_line": tuple(refs[i].number for i in best_line if i in refs),
+    }
 
 
 def record_proposal(session: Session, trial_id: int, outcome: Proposal | ProposalFailed) -> None:
     trial = session.get(Trial, trial_id)
     assert trial is not None
+    trial.transcript = outcome.transcript
     trial.tokens_in += outcome.usage.tokens_in
     trial.tokens_out += outcome.usage.tokens_out
     trial.cost_usd += outcome.usage.cost_usd
@@ -140,12 +198,27 @@ def record_proposal(session: Session, trial_id: int, outcome: Proposal | Proposa
         _reject(session, trial, outcome.label, outcome.reason, actor)
         return
     trial.hypothesis = outcome.hypothesis
+    if outcome.parent_number is not None and outcome.parent_number != parent.number:
+        rebased = session.scalar(
+            select(Trial).where(
+                Trial.search_id == trial.search_id,
+                Trial.number == outcome.parent_number,
+                Trial.label == Label.OK,
+            )
+        )
+        if rebased is None or rebased.commit_sha is None:
+            reason = f"rebased onto trial {outcome.parent_number}, which is not kept"
+            _reject(session, trial, Label.PATCH_REJECTED, reason, actor)
+            return
+        parent, trial.parent_id = rebased, rebased.id
+    base_commit = parent.commit_sha
+    assert base_commit is not None
     spec = SearchSpec.model_validate(search.spec)
     agent = next(a for a in spec.agents if trial.agent and a.name == trial.agent.name)
     store = GitStore(Path(search.repo_path))
     try:
         commit = store.apply_diff(
-            parent.commit_sha,
+            base_commit,
             outcome.diff,
             message=f"trial {trial.number}: {outcome.hypothesis}"[:2000],
             ref=f"refs/trials/{trial.id}",
@@ -157,7 +230,7 @@ def record_proposal(session: Session, trial_id: int, outcome: Proposal | Proposa
         _reject(session, trial, Label(rejection.label), rejection.reason, actor)
         return
     trial.commit_sha, trial.edit_hash = commit, store.tree_of(commit)
-    trial.diff = store.diff(parent.commit_sha, commit)
+    trial.diff = store.diff(base_commit, commit)
     twin = session.scalar(
         select(func.min(Trial.number)).where(
             Trial.search_id == trial.search_id,

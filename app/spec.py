@@ -140,6 +140,11 @@ class AgentKind(StrEnum):
     COMBINER = "combiner"
 
 
+class LLMMode(StrEnum):
+    SESSION = "session"
+    SINGLE = "single"
+
+
 class KnobKind(StrEnum):
     FLOAT = "float"
     INT = "int"
@@ -200,6 +205,14 @@ class AgentSpec(StrictModel):
     max_output_tokens: int = Field(default=4096, ge=64, description="Per model call.")
     price_in_usd_per_mtok: float = Field(default=0.0, ge=0, description="For the cost budget.")
     price_out_usd_per_mtok: float = Field(default=0.0, ge=0)
+    mode: LLMMode = Field(
+        default=LLMMode.SESSION,
+        description="session: a tool-using session per proposal; single: one prompt, one reply "
+        "(for models without tool calling).",
+    )
+    max_turns: int = Field(default=30, ge=1, description="Model calls per session.")
+    max_session_tokens: int = Field(default=400_000, ge=1000, description="Per session, in+out.")
+    session_wallclock_s: Duration = Field(default=900.0, description="Per session.")
     weight: float = Field(default=1.0, gt=0)
     knobs: list[Knob] = Field(default_factory=list, validate_default=True)
 

@@ -65,6 +65,7 @@ class Label(StrEnum):
     PATCH_REJECTED = "patch_rejected"
     ILLEGAL_EDIT = "illegal_edit"
     DUPLICATE = "duplicate"
+    NO_SUBMISSION = "no_submission"  # an agent session ended (or hit a cap) without an edit
     CRASH = "crash"
     BUDGET_OVERRUN = "budget_overrun"
     OOM = "oom"

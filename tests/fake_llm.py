@@ -22,13 +22,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _AGENT = re.compile(r"You are (\S+?),")
-Answer = str | int  # a reply's content, or an HTTP status to fail with
+# A reply's content, an HTTP status to fail with, or tool calls: [(name, arguments), ...].
+Answer = str | int | list[tuple[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
 class Exchange:
     agent: str
     prompt: str  # every message's content, joined
+    messages: list[dict[str, Any]]
     answer: Answer
     prompt_tokens: int
     completion_tokens: int
@@ -71,8 +73,10 @@ class FakeLLM:
             else:
                 self._served[agent] = self._served.get(agent, 0) + 1
                 answer = self._fallback(agent, self._served[agent])
-            text = answer if isinstance(answer, str) else ""
-            exchange = Exchange(agent, prompt, answer, len(prompt) // 4 + 1, len(text) // 4 + 1)
+            text = answer if isinstance(answer, str) else json.dumps(answer)
+            exchange = Exchange(
+                agent, prompt, messages, answer, len(prompt) // 4 + 1, len(text) // 4 + 1
+            )
             self.exchanges.append(exchange)
         return answer, exchange
 
@@ -87,6 +91,20 @@ class FakeLLM:
                 if isinstance(answer, int):
                     self._send(answer, {"error": {"message": "scripted failure", "type": "x"}})
                     return
+                message: dict[str, Any] = {"role": "assistant", "content": answer}
+                if isinstance(answer, list):
+                    message = {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": f"call_{len(fake.exchanges)}_{index}",
+                                "type": "function",
+                                "function": {"name": name, "arguments": json.dumps(args)},
+                            }
+                            for index, (name, args) in enumerate(answer)
+                        ],
+                    }
                 self._send(
                     200,
                     {
@@ -97,8 +115,10 @@ class FakeLLM:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": answer},
-                                "finish_reason": "stop",
+                                "message": message,
+                                "finish_reason": "tool_calls"
+                                if isinstance(answer, list)
+                                else "stop",
                             }
                         ],
                         "usage": {

@@ -24,7 +24,9 @@ from typing import Any
 import pytest
 import redis
 
+from app.config import Settings
 from tests.factories import commit_all
+from workers.celery_app import make_celery, prepare_broker
 
 TRAIN_PY = """\
 import json, math, os
@@ -163,6 +165,8 @@ def deployment(database_url: str, data_dir: Path, **settings: str) -> Iterator[D
         **{f"TRIALFORGE_{key.upper()}": value for key, value in settings.items()},
     }
     running = Deployment(env)
+    broker = Settings(broker_url=env["TRIALFORGE_BROKER_URL"], data_dir=data_dir)
+    prepare_broker(make_celery(broker))
     try:
         yield running
     finally:

@@ -199,7 +199,12 @@ def test_each_outcome_gets_its_label_score_and_reason(
 def test_every_label_a_run_or_evaluator_can_cause_has_a_row() -> None:
     covered = {case[3] for case in CASES}
     # patch_rejected, illegal_edit and duplicate are decided before anything runs.
-    decided_before_running = {Label.PATCH_REJECTED, Label.ILLEGAL_EDIT, Label.DUPLICATE}
+    decided_before_running = {
+        Label.PATCH_REJECTED,
+        Label.ILLEGAL_EDIT,
+        Label.DUPLICATE,
+        Label.NO_SUBMISSION,
+    }
 
     assert covered == set(Label) - decided_before_running
 

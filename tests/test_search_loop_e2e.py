@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -55,6 +56,7 @@ AGENTS = [
         "name": "opt",
         "kind": "llm",
         "model": "fake-1",
+        "mode": "single",
         "surface": {"paths": ["train.py"], "brief": "Optimizer and schedule."},
         "price_in_usd_per_mtok": 1.0,
         "price_out_usd_per_mtok": 2.0,
@@ -63,13 +65,22 @@ AGENTS = [
         "name": "arch",
         "kind": "llm",
         "model": "fake-1",
+        "mode": "single",
         "surface": {"paths": ["model.py"], "brief": "Architecture."},
     },
     {
         "name": "twin",
         "kind": "llm",
         "model": "fake-1",
+        "mode": "single",
         "surface": {"paths": ["train.py"], "brief": "Also the optimizer."},
+    },
+    {
+        "name": "sess",
+        "kind": "llm",
+        "model": "fake-1",
+        "max_turns": 4,
+        "surface": {"paths": ["model.py"], "brief": "Architecture, with tools."},
     },
     {
         "name": "knobs",
@@ -88,7 +99,15 @@ AGENTS = [
         ],
     },
 ]
-SCRIPT = {
+SESSION = [
+    [("read_file", {"path": "model.py"}), ("lineage", {})],
+    [("edit_file", {"path": "model.py", "search": "# architecture",
+                    "replace": "# architecture\n# checked by a session"})],
+    [("check", {})],
+    [("submit", {"hypothesis": "Document the architecture.", "expected_delta": 0.0})],
+]  # fmt: skip
+SCRIPT: dict[str, list[Any]] = {
+    "sess": SESSION,
     # Malformed, then corrected in the same session: an improvement.
     "opt": [GARBAGE, MORE_EPOCHS, OUTSIDE_SURFACE],
     # A 500 first (the client retries it), then an improvement, then a crash.
@@ -176,7 +195,7 @@ def test_a_search_runs_to_its_budget_and_learns_from_its_lineage(
         assert all(ids[t.parent_id].label is Label.OK for t in trials[1:] if t.parent_id)
         # Tokens and cost add up to what the endpoint reported.
         llm_trials = [t for t in trials if t.agent and t.agent.kind == "llm"]
-        served = [e for e in fake.exchanges if isinstance(e.answer, str)]
+        served = [e for e in fake.exchanges if not isinstance(e.answer, int)]
         assert sum(t.tokens_in for t in llm_trials) == sum(e.prompt_tokens for e in served)
         assert sum(t.tokens_out for t in llm_trials) == sum(e.completion_tokens for e in served)
         opt = [t for t in llm_trials if t.agent and t.agent.name == "opt"]
@@ -188,6 +207,12 @@ def test_a_search_runs_to_its_budget_and_learns_from_its_lineage(
             for t in trials
             if t.agent and t.agent.kind == "control"
         )
+        # The session agent worked through its tools and its transcript was kept.
+        session_trials = [t for t in trials if t.agent and t.agent.name == "sess"]
+        first_session = session_trials[0]
+        assert first_session.label is Label.OK, first_session.label_reason
+        calls = [c["name"] for e in first_session.transcript or [] for c in e.get("tool_calls", [])]
+        assert calls == ["read_file", "lineage", "edit_file", "check", "submit"]
         # A later prompt showed the crash, its label and its log tail.
         later = [e.prompt for e in fake.exchanges if "RuntimeError: diverged at step 3" in e.prompt]
         assert later and any("crash" in prompt for prompt in later)

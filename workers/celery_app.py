@@ -45,4 +45,16 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def prepare_broker(app: Celery) -> None:
+    """Create the embedded broker's tables once, before several workers start at once.
+
+    Kombu's SQLAlchemy transport creates them on first use, and processes
+    starting together race on that (`table kombu_queue already exists`).
+    A no-op for Redis.
+    """
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=3)
+        connection.default_channel  # noqa: B018 (opening the channel creates the tables)
+
+
 celery = make_celery(settings)

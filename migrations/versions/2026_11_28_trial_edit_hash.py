@@ -1,4 +1,4 @@
-"""trial.edit_hash (refuse a recipe already tried), trial.delta, the rollup index
+"""trial.edit_hash (refuse a recipe already tried), delta, transcript; the rollup index
 
 Revision ID: 2026_11_28_edit_hash
 Revises: 2026_11_25_initial
@@ -35,6 +35,7 @@ def upgrade() -> None:
     with op.batch_alter_table("trial") as batch:
         batch.add_column(sa.Column("edit_hash", sa.String(64), nullable=True))
         batch.add_column(sa.Column("delta", sa.Float(), nullable=True))
+        batch.add_column(sa.Column("transcript", sa.JSON(), nullable=True))
     op.create_index("ix_trial_search_edit", "trial", ["search_id", "edit_hash"], if_not_exists=True)
     op.create_index("ix_trial_rollup", "trial", ROLLUP, if_not_exists=True)
 
@@ -43,5 +44,6 @@ def downgrade() -> None:
     op.drop_index("ix_trial_rollup", table_name="trial", if_exists=True)
     op.drop_index("ix_trial_search_edit", table_name="trial", if_exists=True)
     with op.batch_alter_table("trial") as batch:
+        batch.drop_column("transcript")
         batch.drop_column("delta")
         batch.drop_column("edit_hash")

@@ -1,4 +1,6 @@
-"""The LLM specialist (single-shot): one prompt from the lineage digest, one edit back.
+"""The LLM specialist: a tool-using session (`workers.agents.session`, the default), or
+single-shot, one prompt from the lineage digest and one edit back, for models without
+tool calling.
 
 Talks to any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama) through the
 `openai` client, which retries rate limits, 5xx and dropped connections with
@@ -16,7 +18,6 @@ from typing import cast
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
-from openai.types.completion_usage import CompletionUsage
 
 from app.config import Settings
 from app.digest import build_messages
@@ -25,9 +26,11 @@ from app.errors import EditRejected
 from app.gitstore import GitStore
 from app.legality import parse_diff
 from app.proposing import Proposal, ProposalFailed, ProposalJob, Usage
-from app.spec import AgentSpec
+from app.spec import AgentSpec, LLMMode
 from app.states import Label
 from workers.agents.files import parent_reader
+from workers.agents.session import run_session
+from workers.agents.usage import add_usage
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ class LLMAgent:
         agent = job.agent
         assert agent.model is not None  # the spec requires a model for llm agents
         client = self._client(agent)
+        if agent.mode is LLMMode.SESSION:
+            return run_session(client, job, store)
         read = parent_reader(store, job.parent_commit)
         messages = cast(list[ChatCompletionMessageParam], build_messages(job.digest))
         usage = Usage()
@@ -61,7 +66,7 @@ class LLMAgent:
                 raise ProposalFailed(
                     Label.INFRA_ERROR, f"model endpoint failed: {error}", usage
                 ) from error
-            usage = _add(usage, response.usage, agent)
+            usage = add_usage(usage, response.usage, agent)
             text = (response.choices[0].message.content if response.choices else None) or ""
             try:
                 draft = parse_reply(text)
@@ -95,13 +100,3 @@ class LLMAgent:
             max_retries=HTTP_RETRIES,
             timeout=REQUEST_TIMEOUT_S,
         )
-
-
-def _add(usage: Usage, reported: CompletionUsage | None, agent: AgentSpec) -> Usage:
-    if reported is None:
-        return usage
-    tokens_in, tokens_out = reported.prompt_tokens, reported.completion_tokens
-    cost = (
-        tokens_in * agent.price_in_usd_per_mtok + tokens_out * agent.price_out_usd_per_mtok
-    ) / 1e6
-    return Usage(usage.tokens_in + tokens_in, usage.tokens_out + tokens_out, usage.cost_usd + cost)
