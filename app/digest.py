@@ -57,6 +57,18 @@ class Digest:
     others_wins: Sequence[TrialNote] = ()
     recent_failures: Sequence[TrialNote] = ()
     tried_from_parent: Sequence[TrialNote] = field(default_factory=tuple)
+    leaderboard: Sequence[Standing] = ()
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One agent's record in the search so far."""
+
+    agent: str
+    trials: int
+    kept: int
+    wins: int  # kept trials that improved on their parent
+    failed: int
 
 
 def build_messages(
@@ -106,6 +118,12 @@ def _user(digest: Digest, history: int, log_chars: int, file_chars: int) -> str:
     parts.append("# Parent trial (your edit applies to it)\n" + _note(digest.parent, 0))
     if digest.best is not None:
         parts.append("# Best so far\n" + _note(digest.best, 0))
+    if digest.leaderboard:
+        rows = [
+            f"- {s.agent}: {s.trials} trials, {s.kept} kept, {s.wins} wins, {s.failed} failed"
+            for s in digest.leaderboard
+        ]
+        parts.append("# Leaderboard\n" + "\n".join(rows))
     if digest.best_ancestry:
         lines = [_note(note, 0) for note in digest.best_ancestry[-history:]]
         parts.append("# How the best was reached (oldest first)\n" + "\n".join(lines))

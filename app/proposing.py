@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from app import events
-from app.digest import Digest, TrialNote
+from app.digest import Digest, Standing, TrialNote
 from app.errors import EditRejected
 from app.gitstore import GitStore
 from app.legality import glob_match
@@ -126,6 +126,7 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
             Trial.label.not_in([Label.OK, Label.INFRA_ERROR]), Trial.label.is_not(None)
         ),
         tried_from_parent=notes.query(Trial.parent_id == parent.id, Trial.id != trial.id),
+        leaderboard=_standings(session, search.id),
     )
     return ProposalJob(
         trial_id=trial.id,
@@ -141,6 +142,24 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
         wins=notes.unmerged_wins(parent) if agent.kind == AgentKind.COMBINER else (),
         **(_workbench_view(session, search, best) if agent.mode == LLMMode.SESSION else {}),
     )
+
+
+def _standings(session: Session, search_id: int) -> list[Standing]:
+    ok, failed = Trial.label == Label.OK, Trial.label.not_in([Label.OK, Label.INFRA_ERROR])
+    rows = session.execute(
+        select(
+            Agent.name,
+            func.count(Trial.id),
+            func.count(case((ok, 1))),
+            func.count(case((ok & (Trial.delta > 0), 1))),
+            func.count(case((failed, 1))),
+        )
+        .outerjoin(Trial, Trial.agent_id == Agent.id)
+        .where(Agent.search_id == search_id)
+        .group_by(Agent.id, Agent.name)
+        .order_by(Agent.id)
+    )
+    return [Standing(*row) for row in rows]
 
 
 def _workbench_view(session: Session, search: Search, best: Trial | None) -> dict[str, Any]:

@@ -166,6 +166,8 @@ def test_the_first_message_carries_the_lineage_context(
     first = next(e for e in fake.exchanges if e.agent == "explorer").messages
     context = "\n".join(str(m["content"]) for m in first)
     assert "# Best so far" in context and "score 0.6" in context
+    assert "# Leaderboard" in context
+    assert "- explorer: 7 trials, 1 kept, 1 wins, 5 failed" in context
     assert "# How the best was reached" in context and "Lower the learning rate." in context
     assert "# Recent failures" in context and "RuntimeError: exploded 4" in context
     assert "this direction looks saturated" in context  # its last five trials all crashed

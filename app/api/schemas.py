@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import Search, Trial
 from app.searches import SearchStats
@@ -74,6 +74,9 @@ class TrialSummaryOut(BaseModel):
     label: Label | None
     label_reason: str | None
     score: float | None
+    delta: float | None = Field(
+        default=None, description="Improvement over the parent's score (positive is better)."
+    )
     metrics: dict[str, Any]
     wallclock_s: float | None
     artifact_bytes: int | None
@@ -101,6 +104,9 @@ class TrialOut(TrialSummaryOut):
 
     diff: str
     log_tail: str
+    transcript: list[dict[str, Any]] | None = Field(
+        default=None, description="The agent session that proposed it, truncated per message."
+    )
 
 
 class LineageNode(BaseModel):
