@@ -29,6 +29,7 @@ from app.demo import Summary as DemoSummary
 from app.errors import TrialforgeError
 from app.launcher import Stack, service_commands
 from app.pagination import MAX_LIMIT
+from app.report import halt_report
 from app.spec import load_spec_file
 from app.states import SearchStatus
 from sandbox import image
@@ -276,6 +277,29 @@ def search_show(ctx: typer.Context, search_id: int) -> None:
         search = searches.get_search(session, search_id)
         out = SearchOut.build(search, searches.search_stats(session, [search.id])[search.id])
     typer.echo(json.dumps(out.model_dump(mode="json"), indent=2))
+
+
+@search_app.command("report")
+def search_report(ctx: typer.Context, search_id: int) -> None:
+    """Why a search stopped, best against baseline, keeps, labels and cost per point."""
+    url = _settings(ctx).resolved_database_url
+    db.ensure_schema_current(url)
+    with db.session_scope(url) as session:
+        found = halt_report(session, search_id)
+    per_point = "-" if found.cost_per_point is None else f"${found.cost_per_point:.4g}"
+    lines = [
+        f"search {found.search_id}: {found.status}"
+        + (f" ({found.halt_reason})" if found.halt_reason else ""),
+        f"  trials        {found.trials}",
+        f"  baseline      {_score(found.baseline_score)}",
+        f"  best          {_score(found.best_score)} (trial id {found.best_trial_id or '-'})",
+        f"  improvement   {'-' if found.improvement is None else f'{found.improvement:+.4g}'}",
+        f"  keeps         {found.keeps}",
+        "  labels        " + ", ".join(f"{k} {v}" for k, v in found.labels.items()),
+        f"  cost          ${found.cost_usd:.4f} ({per_point} per point)",
+        f"  sandbox time  {found.sandbox_seconds:.0f}s",
+    ]
+    typer.echo("\n".join(lines))
 
 
 @sandbox_app.command("build")

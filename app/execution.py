@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from git.exc import GitCommandError
 
 from app.errors import EditRejected
+from app.fingerprint import directory_digest
 from app.gitstore import GitStore
-from app.labels import Verdict, label, run_verdict
+from app.labels import Verdict, label, preflight_verdict, run_verdict
 from app.spec import SearchSpec
 from app.states import Label
 from sandbox import EvalRequest, EvalResult, Limits, Runner, RunRequest, RunResult
@@ -32,11 +33,18 @@ TRIAL_ENV = {"PYTHONUNBUFFERED": "1"}
 
 @dataclass(frozen=True)
 class Execution:
-    """The verdict and what it was decided from; `run` is None when the edit never ran."""
+    """The verdict and what it was decided from; `run` is None when the edit never ran.
+
+    `evaluator_digest` is what the evaluator and held-out data hashed to when
+    this trial was scored; `evaluator_changed` says it differed from the
+    search's, which fails the trial and deserves an event of its own.
+    """
 
     verdict: Verdict
     run: RunResult | None = None
     evaluation: EvalResult | None = None
+    evaluator_digest: str | None = None
+    evaluator_changed: bool = False
 
 
 def trial_limits(spec: SearchSpec, gpu_ids: tuple[str, ...] = ()) -> Limits:
@@ -69,8 +77,14 @@ def execute(
     trial_id: int,
     scratch_dir: Path,
     gpu_ids: tuple[str, ...] = (),
+    evaluator_digest: str | None = None,
 ) -> Execution:
-    """Run `commit` of `store` as trial `trial_id` under `spec`; never raises for the trial."""
+    """Run `commit` of `store` as trial `trial_id` under `spec`; never raises for the trial.
+
+    With a preflight in the spec, it runs first under its own budget and a
+    failure ends the trial there. `evaluator_digest` is the search's; the
+    evaluator's files and data are hashed again before scoring.
+    """
     try:
         store.check_commit(commit, spec.evaluator.protected)
     except EditRejected as rejection:
@@ -84,29 +98,55 @@ def execute(
         except (OSError, GitCommandError) as error:
             logger.error("execution.export_failed trial_id=%s error=%s", trial_id, error)
             return Execution(Verdict(Label.INFRA_ERROR, None, f"cannot export {commit}: {error}"))
-        run = runner.run(
-            RunRequest(
-                trial_id=trial_id,
-                image=spec.image,
-                command=spec.run,
-                recipe_dir=recipe,
-                output_dir=output,
-                limits=trial_limits(spec, gpu_ids),
-                env=TRIAL_ENV,
+
+        def run_command(command: str, limits: Limits, into: Path) -> RunResult:
+            into.mkdir(exist_ok=True)
+            return runner.run(
+                RunRequest(
+                    trial_id=trial_id,
+                    image=spec.image,
+                    command=command,
+                    recipe_dir=recipe,
+                    output_dir=into,
+                    limits=limits,
+                    env=TRIAL_ENV,
+                )
             )
-        )
+
+        if spec.preflight is not None:
+            budget = spec.budgets.trial.model_copy(
+                update={"wallclock_s": spec.preflight.wallclock_s}
+            )
+            limits = replace(trial_limits(spec, gpu_ids), wallclock_s=spec.preflight.wallclock_s)
+            checked = run_command(spec.preflight.command, limits, Path(work, "preflight"))
+            verdict = preflight_verdict(checked, budget)
+            if verdict is not None:
+                return Execution(verdict, checked)
+        run = run_command(spec.run, trial_limits(spec, gpu_ids), output)
         verdict = run_verdict(run, spec.budgets.trial)
         if verdict is not None:
             return Execution(verdict, run)
+        data_dir = Path(spec.evaluator.data) if spec.evaluator.data else None
+        try:
+            digest = directory_digest(Path(spec.evaluator.path), data_dir)
+        except OSError as error:
+            reason = f"cannot read the evaluator or its data: {error}"
+            return Execution(Verdict(Label.INFRA_ERROR, None, reason), run)
+        if evaluator_digest is not None and digest != evaluator_digest:
+            reason = (
+                "the evaluator's files or held-out data changed since the search started "
+                f"(digest {digest[:12]}, expected {evaluator_digest[:12]}); not scored"
+            )
+            return Execution(Verdict(Label.EVALUATOR_ERROR, None, reason), run, None, digest, True)
         evaluation = runner.evaluate(
             EvalRequest(
                 trial_id=trial_id,
                 image=spec.image,
                 command=spec.evaluator.command,
                 evaluator_dir=Path(spec.evaluator.path),
-                data_dir=Path(spec.evaluator.data) if spec.evaluator.data else None,
+                data_dir=data_dir,
                 output_dir=output,
                 limits=evaluator_limits(spec, gpu_ids),
             )
         )
-    return Execution(label(run, evaluation, spec), run, evaluation)
+    return Execution(label(run, evaluation, spec), run, evaluation, digest)

@@ -92,6 +92,21 @@ def run_verdict(run: RunResult, budget: TrialBudget) -> Verdict | None:
     return None
 
 
+def preflight_verdict(run: RunResult, budget: TrialBudget) -> Verdict | None:
+    """The verdict of a failed preflight, or None when the full run may go ahead.
+
+    A preflight that crashes, overruns its own budget or runs out of memory is
+    `preflight_crash`; one that already leaves an artifact over the cap is
+    `size_failure` (the paper's costliest waste: full runs of oversized models).
+    """
+    verdict = run_verdict(run, budget)
+    if verdict is None or verdict.label in (Label.INFRA_ERROR,):
+        return verdict
+    if verdict.label is Label.SIZE_FAILURE:
+        return Verdict(Label.SIZE_FAILURE, None, f"at preflight: {verdict.reason}")
+    return Verdict(Label.PREFLIGHT_CRASH, None, f"preflight {verdict.reason}")
+
+
 def _score(evaluation: EvalResult, evaluator: EvaluatorSpec) -> Verdict:
     if evaluation.infra_error is not None:
         reason = f"evaluator sandbox failed: {evaluation.infra_error}"

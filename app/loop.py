@@ -165,6 +165,19 @@ def _state(session: Session, search: Search, spec: SearchSpec, now: datetime) ->
         )
     )
     total = sum(count for status, count in by_status.items() if status != TrialStatus.CANCELLED)
+    best = session.get(Trial, search.best_trial_id) if search.best_trial_id else None
+    best_number = best.number if best is not None else 0
+    best_at = (best.finished_at if best is not None else None) or search.created_at
+    since_best = (
+        session.scalar(
+            select(func.count()).where(
+                Trial.search_id == search.id,
+                Trial.number > best_number,
+                Trial.status == TrialStatus.FINISHED,
+            )
+        )
+        or 0
+    )
     return SearchState(
         status=search.status,
         trials_total=total,
@@ -179,6 +192,10 @@ def _state(session: Session, search: Search, spec: SearchSpec, now: datetime) ->
         max_concurrent=spec.budgets.search.max_concurrent,
         max_cost_usd=spec.budgets.search.max_cost_usd,
         deadline_s=spec.budgets.search.deadline,
+        trials_since_best=since_best,
+        seconds_since_best=(now - best_at).total_seconds(),
+        stagnation_trials=spec.budgets.search.stagnation_trials,
+        stagnation_s=spec.budgets.search.stagnation_s,
         agent_weights=eligible(
             [(a.name, a.kind, a.weight) for a in spec.agents], combinable=(winners or 0) >= 2
         ),
@@ -307,6 +324,16 @@ def finish(
             run.log_tail,
             run.image_digest,
             run.isolated,
+        )
+    trial.evaluator_digest = execution.evaluator_digest
+    if execution.evaluator_changed:
+        events.record(
+            session,
+            search_id=trial.search_id,
+            trial_id=trial.id,
+            kind="evaluator.changed",
+            actor=worker,
+            data={"digest": execution.evaluator_digest},
         )
     events.record(
         session,

@@ -100,6 +100,9 @@ class Search(Base):
     best_trial_id: Mapped[int | None] = mapped_column(
         ForeignKey("trial.id", use_alter=True, ondelete="SET NULL")
     )
+    evaluator_digest: Mapped[str | None] = mapped_column(
+        String(64), doc="sha256 of the evaluator's files and held-out data at creation."
+    )
     halt_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -165,6 +168,9 @@ class Trial(Base):
     wallclock_s: Mapped[float | None] = mapped_column(Float)
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
     log_tail: Mapped[str] = mapped_column(Text, default="")
+    evaluator_digest: Mapped[str | None] = mapped_column(
+        String(64), doc="The evaluator and data digest this trial was scored with."
+    )
     transcript: Mapped[list[dict[str, Any]] | None] = mapped_column(
         JSON, doc="The agent session that proposed it: messages and tool calls, truncated."
     )

@@ -12,7 +12,7 @@ clock in as `elapsed_s`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.states import Label, SearchStatus
 
@@ -32,8 +32,12 @@ class SearchState:
     max_concurrent: int
     max_cost_usd: float | None
     deadline_s: float | None
-    agent_weights: Mapping[str, float]  # agents that can propose now, in roster order
-    agent_counts: Mapping[str, int]  # trials each agent has proposed so far
+    trials_since_best: int = 0  # finished trials numbered after the current best
+    seconds_since_best: float = 0.0
+    stagnation_trials: int | None = None
+    stagnation_s: float | None = None
+    agent_weights: Mapping[str, float] = field(default_factory=dict)  # roster order
+    agent_counts: Mapping[str, int] = field(default_factory=dict)  # proposed so far, per agent
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,10 @@ def budget_spent(state: SearchState) -> str | None:
         return f"max_cost_usd reached (${state.cost_usd:.2f})"
     if state.deadline_s is not None and state.elapsed_s >= state.deadline_s:
         return "deadline reached"
+    if state.stagnation_trials is not None and state.trials_since_best >= state.stagnation_trials:
+        return f"stagnation: no new best in {state.trials_since_best} trials"
+    if state.stagnation_s is not None and state.seconds_since_best >= state.stagnation_s:
+        return f"stagnation: no new best in {state.seconds_since_best / 3600:.1f} h"
     return None
 
 

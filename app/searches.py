@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app import events
 from app.errors import Conflict, InvalidSpec, NotFound
+from app.fingerprint import directory_digest
 from app.gitstore import GitStore, redact_url
 from app.models import Agent, Search, Trial, utcnow
 from app.pagination import Page, decode_cursor, encode_cursor
@@ -83,6 +84,9 @@ def create_search(session: Session, spec: SearchSpec, *, repos_dir: Path, actor:
     try:
         store, base_sha = GitStore.create(repo_path, spec.repo, spec.ref)
         search.repo_path, search.base_commit = str(repo_path), base_sha
+        search.evaluator_digest = directory_digest(
+            Path(spec.evaluator.path), Path(spec.evaluator.data) if spec.evaluator.data else None
+        )
         baseline = Trial(
             search_id=search.id,
             number=0,

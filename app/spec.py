@@ -114,6 +114,17 @@ class EvaluatorSpec(StrictModel):
     memory: ByteSize = Field(default=ByteSize(2 * 1024**3), gt=16 * 1024**2)
 
 
+class Preflight(StrictModel):
+    """A cheap run before the full one (a syntax check, a few steps, the real size check).
+
+    It runs in the sandbox like the trial, with its own small budget; a trial
+    that fails it never takes a full-budget run.
+    """
+
+    command: str = Field(min_length=1, description="Run in /work, like `run`.")
+    wallclock_s: Duration = Field(default=60.0, description="The preflight's own time limit.")
+
+
 class TrialBudget(StrictModel):
     wallclock_s: Duration = 600.0
     memory: ByteSize = Field(default=ByteSize(2 * 1024**3), gt=16 * 1024**2)
@@ -127,6 +138,12 @@ class SearchBudget(StrictModel):
     max_concurrent: int = Field(default=2, ge=1)
     max_cost_usd: float | None = Field(default=None, ge=0)
     deadline: Duration | None = Field(default=None, description="Seconds from the search's start.")
+    stagnation_trials: int | None = Field(
+        default=None, ge=1, description="Stop after this many finished trials without a new best."
+    )
+    stagnation_s: Duration | None = Field(
+        default=None, description="Stop after this long without a new best."
+    )
 
 
 class Budgets(StrictModel):
@@ -240,6 +257,7 @@ class SearchSpec(StrictModel):
     repo: str = Field(min_length=1, description="Git URL or local path of the starting recipe.")
     ref: str | None = Field(default=None, description="Branch, tag or sha; default: HEAD.")
     run: str = Field(min_length=1, description="The trial command, run in /work.")
+    preflight: Preflight | None = None
     image: str = DEFAULT_IMAGE
     evaluator: EvaluatorSpec
     budgets: Budgets = Field(default_factory=Budgets)

@@ -66,6 +66,7 @@ class Label(StrEnum):
     ILLEGAL_EDIT = "illegal_edit"
     DUPLICATE = "duplicate"
     NO_SUBMISSION = "no_submission"  # an agent session ended (or hit a cap) without an edit
+    PREFLIGHT_CRASH = "preflight_crash"  # the cheap preflight failed: no full run was made
     CRASH = "crash"
     BUDGET_OVERRUN = "budget_overrun"
     OOM = "oom"

@@ -117,3 +117,14 @@ def test_commands_refuse_an_unmigrated_database(tmp_path: Path) -> None:
 
     assert code == 1
     assert "run `trialforge db upgrade`" in err
+
+
+def test_report_prints_where_a_search_stands(env: dict[str, str], recipe: Recipe) -> None:
+    run(env, "search", "submit", str(write_spec(recipe)))
+
+    code, out, _ = run(env, "search", "report", "1")
+
+    assert code == 0
+    assert out.splitlines()[0] == "search 1: running"
+    assert "  trials        1" in out and "  keeps         0" in out
+    assert run(env, "search", "report", "9") == (1, "", "error: no search 9\n")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from app.labels import Verdict, label, metric_value, run_verdict
+from app.labels import Verdict, label, metric_value, preflight_verdict, run_verdict
 from app.spec import SearchSpec, parse_spec
 from app.states import Label
 from sandbox import EvalResult, RunResult
@@ -204,6 +204,7 @@ def test_every_label_a_run_or_evaluator_can_cause_has_a_row() -> None:
         Label.ILLEGAL_EDIT,
         Label.DUPLICATE,
         Label.NO_SUBMISSION,
+        Label.PREFLIGHT_CRASH,  # decided by `preflight_verdict`, below
     }
 
     assert covered == set(Label) - decided_before_running
@@ -249,3 +250,30 @@ def test_a_non_finite_metric_is_refused(value: float) -> None:
 
     assert score is None
     assert "not a finite number" in problem
+
+
+@pytest.mark.parametrize(
+    ("run", "expected", "reason_part"),
+    [
+        (replace(CLEAN_RUN, exit_code=1, log_tail="SyntaxError: bad\n"), Label.PREFLIGHT_CRASH,
+         "preflight exited with code 1: SyntaxError"),
+        (replace(CLEAN_RUN, exit_code=137, timed_out=True), Label.PREFLIGHT_CRASH,
+         "preflight killed at its"),
+        (replace(CLEAN_RUN, exit_code=137, oom_killed=True), Label.PREFLIGHT_CRASH,
+         "preflight out of memory"),
+        (replace(CLEAN_RUN, artifact_bytes=5000), Label.SIZE_FAILURE, "at preflight: artifact"),
+        (replace(CLEAN_RUN, infra_error="daemon gone"), Label.INFRA_ERROR, "sandbox failed"),
+    ],
+    ids=["crash", "overrun", "oom", "oversized", "infra"],
+)  # fmt: skip
+def test_a_failed_preflight_gets_its_own_label(
+    run: RunResult, expected: Label, reason_part: str
+) -> None:
+    verdict = preflight_verdict(run, SPEC.budgets.trial)
+
+    assert verdict is not None and verdict.label is expected
+    assert reason_part in verdict.reason
+
+
+def test_a_passing_preflight_lets_the_full_run_go_ahead() -> None:
+    assert preflight_verdict(CLEAN_RUN, SPEC.budgets.trial) is None

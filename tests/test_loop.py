@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -264,3 +265,35 @@ def test_a_paused_search_neither_proposes_nor_dispatches(
     with session_scope(database_url) as unit:
         apply_action(unit, search_id, SearchAction.RESUME, actor="t")
     assert tick(database_url, search_id) != []
+
+
+def test_stagnation_halts_the_search_and_the_report_says_why_and_at_what_cost(
+    session: Session, settings: Settings, recipe: Recipe, database_url: str, client: TestClient
+) -> None:
+    search_id = new_search(session, settings, recipe, stagnation_trials=2, max_concurrent=2)
+    sends = tick(database_url, search_id)
+    baseline = next(s.trial_id for s in sends if s.task is loop.Task.RUN)
+    proposals = [s.trial_id for s in sends if s.task is loop.Task.PROPOSE]
+    assert run_to_end(database_url, baseline, ran(Label.OK, 0.5))
+    for proposal in proposals:
+        commit_proposal(database_url, proposal)
+    tick(database_url, search_id)
+    with session_scope(database_url) as unit:
+        unit.execute(update(Trial).where(Trial.id.in_(proposals)).values(cost_usd=0.25))
+    assert run_to_end(database_url, proposals[0], ran(Label.OK, 0.4))
+    assert run_to_end(database_url, proposals[1], ran(Label.CRASH, None))
+    tick(database_url, search_id)  # two finished trials without a new best
+    with session_scope(database_url) as unit:
+        late = unit.scalars(select(Trial.id).where(Trial.status == TrialStatus.PROPOSED)).all()
+    for proposal in late:  # proposals in flight at the stop land, and are dropped
+        commit_proposal(database_url, proposal)
+    tick(database_url, search_id)
+
+    report = client.get(f"/api/searches/{search_id}/report").json()
+
+    assert report["status"] == "finished"
+    assert report["halt_reason"] == "stagnation: no new best in 2 trials"
+    assert (report["baseline_score"], report["best_score"], report["improvement"]) == (0.5, 0.5, 0)
+    assert report["keeps"] == 0 and report["cost_usd"] == 0.5
+    assert report["labels"]["ok"] == 2 and report["labels"]["crash"] == 1
+    assert report["cost_per_point"] is None

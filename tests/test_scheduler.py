@@ -111,3 +111,19 @@ def test_a_combiner_proposes_only_once_two_specialists_have_won() -> None:
 
     assert eligible(roster, combinable=False) == {"opt": 1.0}
     assert eligible(roster, combinable=True) == {"opt": 1.0, "merge": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"trials_since_best": 20, "stagnation_trials": 20},
+         "stagnation: no new best in 20 trials"),
+        ({"seconds_since_best": 7200.0, "stagnation_s": 7200.0},
+         "stagnation: no new best in 2.0 h"),
+    ],
+)  # fmt: skip
+def test_stagnation_stops_a_search_that_no_longer_improves(
+    change: dict[str, float], reason: str
+) -> None:
+    assert plan(replace(STATE, running=0, **change)).halt == reason
+    assert plan(replace(STATE, running=0, trials_since_best=19, stagnation_trials=20)).halt is None

@@ -94,16 +94,21 @@ def run_trial(trial_id: int) -> None:
         assert trial is not None and trial.commit_sha is not None
         search = session.get(Search, trial.search_id)
         assert search is not None
-        search_id, commit = search.id, trial.commit_sha
+        search_id, commit, digest = search.id, trial.commit_sha, search.evaluator_digest
         repo_path, spec = Path(search.repo_path), SearchSpec.model_validate(search.spec)
-    execution = _execute(trial_id, worker, GitStore(repo_path), commit, spec)
+    execution = _execute(trial_id, worker, GitStore(repo_path), commit, spec, digest)
     with session_scope(settings.resolved_database_url) as session:
         loop.finish(session, trial_id, worker, execution, max_attempts=settings.max_attempts)
     schedule(search_id)
 
 
 def _execute(
-    trial_id: int, worker: str, store: GitStore, commit: str, spec: SearchSpec
+    trial_id: int,
+    worker: str,
+    store: GitStore,
+    commit: str,
+    spec: SearchSpec,
+    evaluator_digest: str | None,
 ) -> Execution:
     runner = runtime.runner_for(settings.sandbox_backend, settings.namespace)
     try:
@@ -120,6 +125,7 @@ def _execute(
             trial_id=trial_id,
             scratch_dir=settings.data_dir / "work",
             gpu_ids=gpus,
+            evaluator_digest=evaluator_digest,
         )
 
 

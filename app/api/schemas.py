@@ -151,3 +151,21 @@ class HealthOut(BaseModel):
     status: str
     database: str
     schema_revision: str | None
+
+
+class ReportOut(BaseModel):
+    """Why a search stopped (or where it stands), what it found, and at what cost."""
+
+    search_id: int
+    status: SearchStatus
+    halt_reason: str | None
+    trials: int
+    baseline_score: float | None
+    best_score: float | None
+    best_trial_id: int | None
+    improvement: float | None = Field(description="Best over baseline; positive is better.")
+    keeps: int = Field(description="New bests kept after the baseline.")
+    labels: dict[str, int]
+    cost_usd: float
+    cost_per_point: float | None = Field(description="Dollars per unit of improvement.")
+    sandbox_seconds: float

@@ -30,6 +30,7 @@ from app.dashboard import charts, views
 from app.db import session_scope
 from app.errors import InvalidRequest, NotFound, Unauthorized
 from app.pagination import DEFAULT_LIMIT
+from app.report import halt_report
 from app.states import Label, SearchAction, SearchStatus, TrialStatus, next_search_status
 from app.trials import TrialFilter, TrialSort
 
@@ -100,6 +101,7 @@ def search_page(search_id: int, request: Request, session: SessionDep) -> Respon
         ),
         label_colours=charts.LABEL_COLOURS,
         actions=[a for a in SearchAction if _allowed(search.status, a)],
+        report=halt_report(session, search_id),
     )
 
 

@@ -1,4 +1,4 @@
-"""trial.edit_hash (refuse a recipe already tried), delta, transcript; the rollup index
+"""trial: edit_hash, delta, transcript, evaluator_digest; search.evaluator_digest; rollup index
 
 Revision ID: 2026_11_28_edit_hash
 Revises: 2026_11_25_initial
@@ -36,6 +36,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("edit_hash", sa.String(64), nullable=True))
         batch.add_column(sa.Column("delta", sa.Float(), nullable=True))
         batch.add_column(sa.Column("transcript", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("evaluator_digest", sa.String(64), nullable=True))
+    with op.batch_alter_table("search") as batch:
+        batch.add_column(sa.Column("evaluator_digest", sa.String(64), nullable=True))
     op.create_index("ix_trial_search_edit", "trial", ["search_id", "edit_hash"], if_not_exists=True)
     op.create_index("ix_trial_rollup", "trial", ROLLUP, if_not_exists=True)
 
@@ -43,7 +46,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_trial_rollup", table_name="trial", if_exists=True)
     op.drop_index("ix_trial_search_edit", table_name="trial", if_exists=True)
+    with op.batch_alter_table("search") as batch:
+        batch.drop_column("evaluator_digest")
     with op.batch_alter_table("trial") as batch:
+        batch.drop_column("evaluator_digest")
         batch.drop_column("transcript")
         batch.drop_column("delta")
         batch.drop_column("edit_hash")

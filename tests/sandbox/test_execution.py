@@ -8,6 +8,7 @@ touches a protected path never runs at all.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ import docker
 import pytest
 
 from app.execution import execute
+from app.fingerprint import directory_digest
 from app.gitstore import GitStore
-from app.spec import SearchSpec, parse_spec
+from app.spec import Preflight, SearchSpec, parse_spec
 from app.states import Label
-from sandbox import Runner
+from sandbox import EvalRequest, EvalResult, Runner, RunRequest, RunResult
 from sandbox.docker_runner import TRIAL_LABEL, DockerRunner
 from sandbox.image import DEFAULT_TAG
 from sandbox.local_runner import LocalRunner
@@ -207,3 +209,94 @@ def test_no_labelled_container_is_left_after_a_deadline_kill(
 
     left = docker_client.containers.list(all=True, filters={"label": f"{TRIAL_LABEL}=4245"})
     assert left == []
+
+
+class CountingRunner:
+    """A real runner that also counts the runs it was asked for."""
+
+    def __init__(self, inner: Runner) -> None:
+        self.inner, self.commands = inner, list[str]()
+        self.isolated = inner.isolated
+
+    def run(self, request: RunRequest) -> RunResult:
+        self.commands.append(request.command)
+        return self.inner.run(request)
+
+    def evaluate(self, request: EvalRequest) -> EvalResult:
+        return self.inner.evaluate(request)
+
+    def live_trials(self) -> set[int]:
+        return self.inner.live_trials()
+
+    def sweep(self, trial_ids: Collection[int] | None = None) -> int:
+        return self.inner.sweep(trial_ids)
+
+
+CHECK = "python3 -c \"compile(open('train.py').read(), 'train.py', 'exec')\""
+PREFLIGHT = {"command": f"{CHECK} && python3 size_check.py",
+             "wallclock_s": 20}  # fmt: skip
+SIZE_CHECK = "import os\nopen(os.environ['TRIALFORGE_OUTPUT'] + '/w', 'wb').write(b'0' * {n})\n"
+
+
+@pytest.mark.parametrize(
+    ("train", "size", "expected", "reason"),
+    [
+        (TRAIN_PY.replace("ACC = 0.9", "ACC = (0.9"), 10, Label.PREFLIGHT_CRASH, "SyntaxError"),
+        (TRAIN_PY.replace("ACC = 0.9", "ACC = 0.95"), 2 * MiB, Label.SIZE_FAILURE,
+         "at preflight"),
+    ],
+    ids=["syntax error", "oversized at preflight"],
+)  # fmt: skip
+def test_a_failing_preflight_leaves_no_full_run(
+    runner: Runner,
+    store: tuple[GitStore, str],
+    spec: SearchSpec,
+    tmp_path: Path,
+    train: str,
+    size: int,
+    expected: Label,
+    reason: str,
+) -> None:
+    repo, base = store
+    edit = commit_edit(store, train, protected=[])
+    commit = repo.apply_diff(
+        edit, _new_file("size_check.py", SIZE_CHECK.format(n=size)), message="size check",
+        ref=f"refs/trials/size-{size}", protected=[],
+    )  # fmt: skip
+    counting = CountingRunner(runner)
+    checked = spec.model_copy(update={"preflight": Preflight.model_validate(PREFLIGHT)})
+
+    result = execute(repo, commit, checked, counting, trial_id=4250, scratch_dir=tmp_path / "w")
+
+    assert result.verdict.label is expected, result.verdict
+    assert counting.commands == [PREFLIGHT["command"]]  # the full run never started
+    if expected is Label.PREFLIGHT_CRASH:
+        assert result.run is not None and reason in result.run.log_tail
+    else:
+        assert reason in result.verdict.reason
+
+
+def test_a_changed_evaluator_is_detected_and_the_trial_is_not_scored(
+    store: tuple[GitStore, str], spec: SearchSpec, tmp_path: Path
+) -> None:
+    repo, base = store
+    evaluator = Path(spec.evaluator.path)
+    before = directory_digest(evaluator, Path(spec.evaluator.data or ""))
+    first = execute(repo, base, spec, LocalRunner(), trial_id=4251, scratch_dir=tmp_path,
+                    evaluator_digest=before)  # fmt: skip
+    (evaluator / "evaluate.py").write_text(EVALUATE_PY.replace('"val_acc"', '"val_acc" ') + "\n")
+
+    second = execute(repo, base, spec, LocalRunner(), trial_id=4252, scratch_dir=tmp_path,
+                     evaluator_digest=before)  # fmt: skip
+
+    assert (first.verdict.label, first.evaluator_changed) == (Label.OK, False)
+    assert first.evaluator_digest == before
+    assert (second.verdict.label, second.evaluator_changed) == (Label.EVALUATOR_ERROR, True)
+    assert "changed since the search started" in second.verdict.reason
+    assert second.evaluation is None
+
+
+def _new_file(path: str, content: str) -> str:
+    lines = content.splitlines(keepends=True)
+    body = "".join("+" + line for line in lines)
+    return f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{len(lines)} @@\n{body}"

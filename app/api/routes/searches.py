@@ -17,12 +17,14 @@ from app.api.schemas import (
     LineageNode,
     LineageOut,
     PageOut,
+    ReportOut,
     SearchOut,
     TrialOut,
     TrialSummaryOut,
 )
 from app.db import session_scope
 from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from app.report import halt_report
 from app.spec import SearchSpec
 from app.states import Label, SearchAction, SearchStatus, TrialStatus
 from app.trials import TrialFilter, TrialSort
@@ -71,6 +73,12 @@ def act_on_search(search_id: int, action: SearchAction, session: SessionDep) -> 
     """Pause, resume or cancel; an illegal move for the current status is a 409."""
     searches.apply_action(session, search_id, action, actor="api")
     return _out(session, search_id)
+
+
+@router.get("/{search_id}/report")
+def report(search_id: int, session: SessionDep) -> ReportOut:
+    """The halt report: why it stopped, best against baseline, keeps, labels, cost per point."""
+    return ReportOut.model_validate(vars(halt_report(session, search_id)))
 
 
 @router.get("/{search_id}/trials")
