@@ -150,6 +150,7 @@ def up(
     db.migrate(settings.resolved_database_url)
     stack = Stack({})
     stack.prepare(settings)
+    _interrupt_on_sigterm()
     for command in service_commands(host, port, slots):
         stack.start(*command)
     typer.echo(f"trialforge up: dashboard and API on http://{host}:{port} (Ctrl-C stops all)")
@@ -175,6 +176,7 @@ def demo(
 ) -> None:
     """Run a search on the bundled digits example and print what it found."""
     settings = _settings(ctx)
+    _interrupt_on_sigterm()
     with typer.progressbar(length=trials, label="trials") as bar:
         try:
             summary = run_demo(
@@ -189,6 +191,15 @@ def demo(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from exc
     typer.echo(_summary_table(summary))
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a service manager, `timeout`, `docker stop`) stops the children like Ctrl-C."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _summary_table(summary: DemoSummary) -> str:
