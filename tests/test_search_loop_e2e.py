@@ -110,8 +110,9 @@ SCRIPT: dict[str, list[Any]] = {
     "sess": SESSION,
     # Malformed, then corrected in the same session: an improvement.
     "opt": [GARBAGE, MORE_EPOCHS, OUTSIDE_SURFACE],
-    # A 500 first (the client retries it), then an improvement, then a crash.
-    "arch": [500, WIDER, CRASHES],
+    # A 500 first (the client retries it), then a crash (early, so later prompts show it),
+    # then an improvement.
+    "arch": [500, CRASHES, WIDER],
     # The same edit as opt's first, from the same baseline: a duplicate recipe.
     # Then three unusable replies in a row: patch_rejected.
     "twin": [MORE_EPOCHS, GARBAGE, GARBAGE, GARBAGE],
