@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from app.errors import EditRejected
 from app.fingerprint import directory_digest
 from app.gitstore import GitStore
 from app.labels import Verdict, label, preflight_verdict, run_verdict
-from app.spec import SearchSpec
+from app.noise import beats, mean
+from app.spec import NoiseSpec, SearchSpec
 from app.states import Label
 from sandbox import EvalRequest, EvalResult, Limits, Runner, RunRequest, RunResult
 
@@ -45,6 +47,8 @@ class Execution:
     evaluation: EvalResult | None = None
     evaluator_digest: str | None = None
     evaluator_changed: bool = False
+    runs: tuple[float, ...] = ()  # scores of every seed run, the first one first
+    confirmation: tuple[float, ...] = ()  # the fresh-seed runs that decide a nominated candidate
 
 
 def trial_limits(spec: SearchSpec, gpu_ids: tuple[str, ...] = ()) -> Limits:
@@ -78,13 +82,18 @@ def execute(
     scratch_dir: Path,
     gpu_ids: tuple[str, ...] = (),
     evaluator_digest: str | None = None,
+    seed: int | None = None,
 ) -> Execution:
     """Run `commit` of `store` as trial `trial_id` under `spec`; never raises for the trial.
 
     With a preflight in the spec, it runs first under its own budget and a
     failure ends the trial there. `evaluator_digest` is the search's; the
-    evaluator's files and data are hashed again before scoring.
+    evaluator's files and data are hashed again before scoring. With `seed`,
+    the recipe finds it in the spec's `noise.seed_env` variable.
     """
+    env = dict(TRIAL_ENV)
+    if seed is not None and spec.noise is not None:
+        env[spec.noise.seed_env] = str(seed)
     try:
         store.check_commit(commit, spec.evaluator.protected)
     except EditRejected as rejection:
@@ -109,7 +118,7 @@ def execute(
                     recipe_dir=recipe,
                     output_dir=into,
                     limits=limits,
-                    env=TRIAL_ENV,
+                    env=env,
                 )
             )
 
@@ -149,4 +158,48 @@ def execute(
                 limits=evaluator_limits(spec, gpu_ids),
             )
         )
-    return Execution(label(run, evaluation, spec), run, evaluation, digest)
+    verdict = label(run, evaluation, spec)
+    runs = (verdict.score,) if verdict.label is Label.OK and verdict.score is not None else ()
+    return Execution(verdict, run, evaluation, digest, runs=runs)
+
+
+def repeat_seeds(
+    run_once: Callable[[int], Execution],
+    noise: NoiseSpec | None,
+    *,
+    baseline: bool,
+    best_runs: Sequence[float],
+    maximize: bool,
+    nominated: Callable[[], object] = lambda: None,
+) -> Execution:
+    """Run seed 0, then the seeds the noise spec asks for; one Execution for them all.
+
+    The baseline runs `baseline_runs` seeds (its spread is the noise floor). A
+    candidate whose first run beats the best's mean is nominated (`nominated`
+    is called, e.g. to show it as pending) and runs `confirm_runs` fresh seeds,
+    which then decide. A seed that fails ends the trial with that failure:
+    a recipe that crashes on some seeds is not a result.
+    """
+    first = run_once(0)
+    if noise is None or not first.runs:
+        return first
+    if baseline:
+        seeds = range(1, noise.baseline_runs)
+    else:
+        if not best_runs or not beats(first.runs, best_runs, noise_sd=0.0, maximize=maximize):
+            return first
+        nominated()
+        seeds = range(1, noise.confirm_runs + 1)
+    scores: list[float] = []
+    for seed in seeds:
+        more = run_once(seed)
+        if not more.runs:
+            reason = f"seed {seed}: {more.verdict.reason}"
+            return replace(more, verdict=replace(more.verdict, reason=reason))
+        scores += more.runs
+    runs = first.runs + tuple(scores)
+    centre = mean(runs)
+    verdict = Verdict(Label.OK, centre, f"mean {centre:.6g} over {len(runs)} seeds")
+    return replace(
+        first, verdict=verdict, runs=runs, confirmation=() if baseline else tuple(scores)
+    )

@@ -22,10 +22,11 @@ from sqlalchemy.orm import Session
 from app import events
 from app.execution import Execution
 from app.models import Agent, Search, Trial
+from app.noise import beats, spread
 from app.scheduler import SearchState, eligible, plan
-from app.selection import Candidate, best_of, select_parent
+from app.selection import Candidate, select_parent
 from app.spec import SearchSpec
-from app.states import Direction, Label, SearchStatus, TrialStatus
+from app.states import Decision, Direction, Label, SearchStatus, TrialStatus
 
 logger = logging.getLogger(__name__)
 
@@ -318,6 +319,8 @@ def finish(
     trial.delta = _delta(session, trial)
     if execution.evaluation is not None and execution.evaluation.metrics is not None:
         trial.metrics = execution.evaluation.metrics
+    if len(execution.runs) > 1:
+        trial.metrics = {**trial.metrics, "runs": list(execution.runs)}
     if run is not None:
         trial.wallclock_s, trial.artifact_bytes = run.wallclock_s, run.artifact_bytes
         trial.log_tail, trial.image_digest, trial.isolated = (
@@ -343,10 +346,26 @@ def finish(
         actor=worker,
         data={"label": verdict.label, "score": verdict.score},
     )
-    if verdict.label is Label.OK:
-        _promote(session, trial)
+    trial.decision = _decide(session, trial, execution) if verdict.label is Label.OK else None
+    if trial.decision is None:
+        trial.decision = Decision.DISCARD
     session.flush()
     return True
+
+
+def mark_pending(session: Session, trial_id: int, worker: str) -> bool:
+    """Say the trial beat the best once and is being confirmed on more seeds."""
+    return _cas_worker(session, trial_id, worker, decision=Decision.PENDING_CONFIRMATION)
+
+
+def _cas_worker(session: Session, trial_id: int, worker: str, **values: object) -> bool:
+    moved = session.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.status == TrialStatus.RUNNING, Trial.worker == worker)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def _delta(session: Session, trial: Trial) -> float | None:
@@ -362,30 +381,55 @@ def _delta(session: Session, trial: Trial) -> float | None:
     return trial.score - parent_score if maximize else parent_score - trial.score
 
 
-def _promote(session: Session, trial: Trial) -> None:
-    """Make `trial` the search's best when it beats the current best (strictly)."""
+def _decide(session: Session, trial: Trial, execution: Execution) -> Decision:
+    """Keep (make it the new best) or discard a scored trial; the baseline sets the noise floor.
+
+    Without a noise spec a strict improvement is kept. With one, only a
+    candidate whose confirmation seeds beat the best's runs past the noise
+    floor is (`app.noise.beats`); a nominated candidate never confirmed is not.
+    """
     search = session.get(Search, trial.search_id)
     assert search is not None and trial.score is not None
-    direction = Direction(search.spec["evaluator"]["direction"])
+    spec = SearchSpec.model_validate(search.spec)
+    maximize = spec.evaluator.direction == Direction.MAXIMIZE
     current = session.get(Trial, search.best_trial_id) if search.best_trial_id else None
-    contenders = [Candidate(trial.id, trial.number, trial.score)]
-    if current is not None and current.score is not None:
-        contenders.insert(0, Candidate(current.id, current.number, current.score))
-    best = best_of(contenders, direction)
-    if (
-        best is not None
-        and best.trial_id == trial.id
-        and (current is None or trial.score != current.score)
-    ):
-        search.best_trial_id = trial.id
-        events.record(
-            session,
-            search_id=search.id,
-            trial_id=trial.id,
-            kind="search.new_best",
-            actor=ACTOR,
-            data={"score": trial.score, "previous": current.score if current else None},
+    if trial.number == 0:
+        if len(execution.runs) > 1:
+            search.noise_sd = spread(execution.runs)
+        if current is None:  # else a trial that ran beside the baseline already leads
+            _make_best(session, search, trial, current)
+        return Decision.BASELINE
+    if current is None or current.score is None:
+        keep = True
+    elif spec.noise is None:
+        gain = trial.score - current.score
+        keep = gain > 0 if maximize else gain < 0
+    else:
+        best_runs = current.metrics.get("runs") or [current.score]
+        keep = bool(execution.confirmation) and beats(
+            execution.confirmation,
+            best_runs,
+            noise_sd=search.noise_sd or 0.0,
+            maximize=maximize,
+            rule=spec.noise.rule,
+            k=spec.noise.k,
+            alpha=spec.noise.alpha,
         )
+    if keep:
+        _make_best(session, search, trial, current)
+    return Decision.KEEP if keep else Decision.DISCARD
+
+
+def _make_best(session: Session, search: Search, trial: Trial, current: Trial | None) -> None:
+    search.best_trial_id = trial.id
+    events.record(
+        session,
+        search_id=search.id,
+        trial_id=trial.id,
+        kind="search.new_best",
+        actor=ACTOR,
+        data={"score": trial.score, "previous": current.score if current else None},
+    )
 
 
 def reap(

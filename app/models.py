@@ -29,7 +29,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from app.db import Base
-from app.states import Label, SearchStatus, TrialStatus
+from app.states import Decision, Label, SearchStatus, TrialStatus
 
 
 def utcnow() -> datetime:
@@ -103,6 +103,9 @@ class Search(Base):
     evaluator_digest: Mapped[str | None] = mapped_column(
         String(64), doc="sha256 of the evaluator's files and held-out data at creation."
     )
+    noise_sd: Mapped[float | None] = mapped_column(
+        Float, doc="Spread of the baseline's score over seeds: the noise floor."
+    )
     halt_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -158,6 +161,7 @@ class Trial(Base):
 
     status: Mapped[TrialStatus] = mapped_column(StrEnumColumn(TrialStatus, 16))
     label: Mapped[Label | None] = mapped_column(StrEnumColumn(Label, 32))
+    decision: Mapped[Decision | None] = mapped_column(StrEnumColumn(Decision, 24))
     label_reason: Mapped[str | None] = mapped_column(Text)
     score: Mapped[float | None] = mapped_column(Float)
     delta: Mapped[float | None] = mapped_column(

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from app.errors import InvalidSpec
+from app.noise import NoiseRule
 from app.selection import ParentSelection
 from app.states import Direction
 
@@ -123,6 +124,21 @@ class Preflight(StrictModel):
 
     command: str = Field(min_length=1, description="Run in /work, like `run`.")
     wallclock_s: Duration = Field(default=60.0, description="The preflight's own time limit.")
+
+
+class NoiseSpec(StrictModel):
+    """How a new best must clear seed noise (see `app.noise`)."""
+
+    seed_env: str = Field(
+        default="SEED", pattern=r"^[A-Z_][A-Z0-9_]*$", description="Set to the run's seed."
+    )
+    baseline_runs: int = Field(default=8, ge=2, le=100, description="Seeds of the baseline.")
+    confirm_runs: int = Field(
+        default=5, ge=1, le=100, description="Fresh seeds that decide a nominated candidate."
+    )
+    rule: NoiseRule = NoiseRule.SPREAD
+    k: float = Field(default=2.5, gt=0, description="spread rule: standard errors to clear.")
+    alpha: float = Field(default=0.02, gt=0, lt=0.5, description="welch rule: test level.")
 
 
 class TrialBudget(StrictModel):
@@ -258,6 +274,9 @@ class SearchSpec(StrictModel):
     ref: str | None = Field(default=None, description="Branch, tag or sha; default: HEAD.")
     run: str = Field(min_length=1, description="The trial command, run in /work.")
     preflight: Preflight | None = None
+    noise: NoiseSpec | None = Field(
+        default=None, description="Repeat seeds and promote only past the noise floor."
+    )
     image: str = DEFAULT_IMAGE
     evaluator: EvaluatorSpec
     budgets: Budgets = Field(default_factory=Budgets)

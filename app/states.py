@@ -81,3 +81,12 @@ class Direction(StrEnum):
 
     MINIMIZE = "minimize"
     MAXIMIZE = "maximize"
+
+
+class Decision(StrEnum):
+    """What the loop made of a trial, separate from its label: did it become the new best?"""
+
+    BASELINE = "baseline"
+    PENDING_CONFIRMATION = "pending_confirmation"  # beat the best once; more seeds running
+    KEEP = "keep"  # the new best, past the noise floor
+    DISCARD = "discard"

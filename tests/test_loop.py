@@ -9,10 +9,12 @@ the search halts at its budget, or at once when its baseline fails.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -25,7 +27,7 @@ from app.labels import Verdict
 from app.models import Event, Search, Trial
 from app.searches import apply_action, create_search
 from app.spec import parse_spec
-from app.states import Label, SearchAction, SearchStatus, TrialStatus
+from app.states import Decision, Label, SearchAction, SearchStatus, TrialStatus
 from sandbox import RunResult
 from tests.factories import Recipe, spec_dict
 
@@ -297,3 +299,42 @@ def test_stagnation_halts_the_search_and_the_report_says_why_and_at_what_cost(
     assert report["keeps"] == 0 and report["cost_usd"] == 0.5
     assert report["labels"]["ok"] == 2 and report["labels"]["crash"] == 1
     assert report["cost_per_point"] is None
+
+
+def seeded(score_runs: tuple[float, ...], confirmation: tuple[float, ...] = ()) -> Execution:
+    mean = sum(score_runs) / len(score_runs)
+    return replace(ran(Label.OK, mean), runs=score_runs, confirmation=confirmation)
+
+
+def test_with_a_noise_spec_only_a_candidate_past_the_noise_floor_is_kept(
+    session: Session, settings: Settings, recipe: Recipe, database_url: str
+) -> None:
+    raw = spec_dict(recipe, noise={"baseline_runs": 4, "confirm_runs": 3})
+    raw["budgets"]["search"] = {"max_trials": 10, "max_concurrent": 3}
+    search_id = create_search(session, parse_spec(raw), repos_dir=settings.repos_dir,
+                              actor="t").id  # fmt: skip
+    session.commit()
+    sends = tick(database_url, search_id)
+    baseline = next(s.trial_id for s in sends if s.task is loop.Task.RUN)
+    noise, real, unconfirmed = (s.trial_id for s in sends if s.task is loop.Task.PROPOSE)
+    assert run_to_end(database_url, baseline, seeded((0.50, 0.52, 0.48, 0.50)))
+    for proposal in (noise, real, unconfirmed):
+        commit_proposal(database_url, proposal)
+    tick(database_url, search_id)
+
+    assert run_to_end(database_url, noise, seeded((0.53, 0.505, 0.495, 0.50), (0.505, 0.495, 0.50)))
+    assert run_to_end(database_url, real, seeded((0.61, 0.60, 0.61, 0.59), (0.60, 0.61, 0.59)))
+    assert run_to_end(database_url, unconfirmed, seeded((0.70,)))  # never confirmed
+
+    with session_scope(database_url) as unit:
+        search = unit.get(Search, search_id)
+        assert search is not None
+        assert search.noise_sd == pytest.approx(0.016330, abs=1e-6)
+        assert search.best_trial_id == real
+        decisions = {t.id: t.decision for t in unit.scalars(select(Trial))}
+        runs = unit.get(Trial, real).metrics["runs"]  # type: ignore[union-attr]
+    assert decisions[baseline] == Decision.BASELINE
+    assert (decisions[noise], decisions[real], decisions[unconfirmed]) == (
+        Decision.DISCARD, Decision.KEEP, Decision.DISCARD,
+    )  # fmt: skip
+    assert runs == [0.61, 0.60, 0.61, 0.59]

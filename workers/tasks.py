@@ -19,13 +19,13 @@ from celery.signals import worker_process_init
 from app import loop
 from app.config import settings
 from app.db import get_engine, session_scope
-from app.execution import Execution, execute
+from app.execution import Execution, execute, repeat_seeds
 from app.gitstore import GitStore
 from app.labels import Verdict
 from app.models import Search, Trial
 from app.proposing import Proposal, ProposalFailed, load_job, record_proposal
 from app.spec import SearchSpec
-from app.states import Label
+from app.states import Direction, Label
 from workers import runtime
 from workers.agents import AGENTS
 from workers.celery_app import celery
@@ -96,7 +96,12 @@ def run_trial(trial_id: int) -> None:
         assert search is not None
         search_id, commit, digest = search.id, trial.commit_sha, search.evaluator_digest
         repo_path, spec = Path(search.repo_path), SearchSpec.model_validate(search.spec)
-    execution = _execute(trial_id, worker, GitStore(repo_path), commit, spec, digest)
+        best = session.get(Trial, search.best_trial_id) if search.best_trial_id else None
+        best_runs = (best.metrics.get("runs") or [best.score]) if best and best.score else []
+        baseline = trial.number == 0
+    execution = _execute(
+        trial_id, worker, GitStore(repo_path), commit, spec, digest, baseline, best_runs
+    )
     with session_scope(settings.resolved_database_url) as session:
         loop.finish(session, trial_id, worker, execution, max_attempts=settings.max_attempts)
     schedule(search_id)
@@ -109,14 +114,16 @@ def _execute(
     commit: str,
     spec: SearchSpec,
     evaluator_digest: str | None,
+    baseline: bool,
+    best_runs: list[float],
 ) -> Execution:
     runner = runtime.runner_for(settings.sandbox_backend, settings.namespace)
     try:
         gpus = runtime.gpu_slot(settings.gpus, spec.budgets.trial.gpus, current_process().index)
     except runtime.NoGpuSlot as error:
         return Execution(Verdict(Label.INFRA_ERROR, None, str(error)))
-    with runtime.leased(settings, runner, trial_id, worker):
-        logger.info("trial.started trial_id=%s worker=%s gpus=%s", trial_id, worker, gpus)
+
+    def run_once(seed: int) -> Execution:
         return execute(
             store,
             commit,
@@ -126,6 +133,22 @@ def _execute(
             scratch_dir=settings.data_dir / "work",
             gpu_ids=gpus,
             evaluator_digest=evaluator_digest,
+            seed=seed,
+        )
+
+    def nominated() -> None:
+        with session_scope(settings.resolved_database_url) as session:
+            loop.mark_pending(session, trial_id, worker)
+
+    with runtime.leased(settings, runner, trial_id, worker):
+        logger.info("trial.started trial_id=%s worker=%s gpus=%s", trial_id, worker, gpus)
+        return repeat_seeds(
+            run_once,
+            spec.noise,
+            baseline=baseline,
+            best_runs=best_runs,
+            maximize=spec.evaluator.direction == Direction.MAXIMIZE,
+            nominated=nominated,
         )
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import Search, Trial
 from app.searches import SearchStats
-from app.states import Label, SearchStatus, TrialStatus
+from app.states import Decision, Label, SearchStatus, TrialStatus
 
 T = TypeVar("T")
 
@@ -48,6 +48,9 @@ class SearchOut(BaseModel):
     base_commit: str
     best_trial_id: int | None
     halt_reason: str | None
+    noise_sd: float | None = Field(
+        default=None, description="The baseline's spread over seeds, when the spec sets noise."
+    )
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
@@ -73,6 +76,9 @@ class TrialSummaryOut(BaseModel):
     status: TrialStatus
     label: Label | None
     label_reason: str | None
+    decision: Decision | None = Field(
+        default=None, description="baseline, keep (the new best), discard, pending_confirmation."
+    )
     score: float | None
     delta: float | None = Field(
         default=None, description="Improvement over the parent's score (positive is better)."

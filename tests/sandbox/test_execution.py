@@ -8,17 +8,18 @@ touches a protected path never runs at all.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
-from app.execution import execute
+from app.edits import Replace, render_diff
+from app.execution import Execution, execute, repeat_seeds
 from app.fingerprint import directory_digest
 from app.gitstore import GitStore
-from app.spec import Preflight, SearchSpec, parse_spec
+from app.spec import NoiseSpec, Preflight, SearchSpec, parse_spec
 from app.states import Label
 from sandbox import EvalRequest, EvalResult, Runner, RunRequest, RunResult
 from sandbox.docker_runner import TRIAL_LABEL, DockerRunner
@@ -300,3 +301,47 @@ def _new_file(path: str, content: str) -> str:
     lines = content.splitlines(keepends=True)
     body = "".join("+" + line for line in lines)
     return f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{len(lines)} @@\n{body}"
+
+
+NOISY_TRAIN = """\
+import json, os, random
+TRUE = 0.80
+noise = random.Random(int(os.environ["SEED"]) * 7919).gauss(0, 0.01)
+with open(os.path.join(os.environ["TRIALFORGE_OUTPUT"], "model.json"), "w") as f:
+    json.dump({"acc": TRUE + noise}, f)
+"""
+
+
+def test_seeds_reach_the_recipe_and_a_nominee_is_confirmed_on_fresh_seeds(
+    store: tuple[GitStore, str], spec: SearchSpec, tmp_path: Path
+) -> None:
+    repo, base = store
+    noisy = spec.model_copy(update={"noise": NoiseSpec(baseline_runs=4, confirm_runs=3)})
+    baseline_commit = commit_edit(store, NOISY_TRAIN, protected=[])
+    raise_true = render_diff([Replace("train.py", "TRUE = 0.80", "TRUE = 0.90")],
+                             lambda path: repo.show_file(baseline_commit, path))  # fmt: skip
+    better = repo.apply_diff(baseline_commit, raise_true, message="better",
+                             ref="refs/trials/better", protected=[])  # fmt: skip
+    seeds: list[int] = []
+    nominations: list[bool] = []
+
+    def run(commit: str) -> Callable[[int], Execution]:
+        def once(seed: int) -> Execution:
+            seeds.append(seed)
+            return execute(repo, commit, noisy, LocalRunner(), trial_id=4260,
+                           scratch_dir=tmp_path, seed=seed)  # fmt: skip
+
+        return once
+
+    base_runs = repeat_seeds(run(baseline_commit), noisy.noise, baseline=True, best_runs=[],
+                             maximize=True)  # fmt: skip
+    candidate = repeat_seeds(run(better), noisy.noise, baseline=False,
+                             best_runs=list(base_runs.runs), maximize=True,
+                             nominated=lambda: nominations.append(True))  # fmt: skip
+
+    assert seeds == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert len(set(base_runs.runs)) == 4  # each seed gave its own score
+    assert base_runs.verdict.score == pytest.approx(sum(base_runs.runs) / 4)
+    assert nominations == [True]
+    assert len(candidate.runs) == 4 and candidate.confirmation == candidate.runs[1:]
+    assert candidate.verdict.reason == f"mean {candidate.verdict.score:.6g} over 4 seeds"
