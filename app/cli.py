@@ -101,8 +101,9 @@ def worker(
     """Run a Celery worker: proposals, trials, or both."""
     settings = _settings(ctx)
     db.ensure_schema_current(settings.resolved_database_url)
-    from workers.celery_app import celery
+    from workers.celery_app import celery, prepare_broker
 
+    prepare_broker(celery, settings)
     named = [
         settings.trial_queue if q.strip() == "trials" else q.strip() for q in queues.split(",")
     ]
@@ -127,7 +128,10 @@ def scheduler(
     """Tick every running search periodically: reap lost trials, keep slots full, halt."""
     settings = _settings(ctx)
     db.ensure_schema_current(settings.resolved_database_url)
+    from workers.celery_app import celery, prepare_broker
     from workers.tasks import schedule_forever
+
+    prepare_broker(celery, settings)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()

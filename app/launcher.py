@@ -31,7 +31,7 @@ class Stack:
         """What must exist before the children start together: the broker's tables."""
         from workers.celery_app import make_celery, prepare_broker
 
-        prepare_broker(make_celery(settings))
+        prepare_broker(make_celery(settings), settings)
 
     def start(self, *args: str) -> None:
         self.processes.append(

@@ -166,7 +166,7 @@ def deployment(database_url: str, data_dir: Path, **settings: str) -> Iterator[D
     }
     running = Deployment(env)
     broker = Settings(broker_url=env["TRIALFORGE_BROKER_URL"], data_dir=data_dir)
-    prepare_broker(make_celery(broker))
+    prepare_broker(make_celery(broker), broker)
     try:
         yield running
     finally:

@@ -16,11 +16,15 @@ file under the data dir: real worker processes, no service to install.
 
 from __future__ import annotations
 
+import time
+
 from celery import Celery
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings, settings
 
 PROPOSE_QUEUE = "propose"
+PREPARE_ATTEMPTS = 5
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -45,16 +49,26 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def prepare_broker(app: Celery) -> None:
-    """Create the embedded broker's tables once, before several workers start at once.
+def prepare_broker(app: Celery, settings: Settings) -> None:
+    """Create the embedded broker's tables and queues once, before processes start together.
 
-    Kombu's SQLAlchemy transport creates them on first use, and processes
-    starting together race on that (`table kombu_queue already exists`).
-    A no-op for Redis.
+    Kombu's SQLAlchemy transport creates both on first use, and processes
+    starting at once race on it (`table kombu_queue already exists`, `UNIQUE
+    constraint failed: kombu_queue.name`). Harmless on Redis.
     """
-    with app.connection_for_write() as connection:
-        connection.ensure_connection(max_retries=3)
-        connection.default_channel  # noqa: B018 (opening the channel creates the tables)
+    for attempt in range(PREPARE_ATTEMPTS):
+        try:
+            with app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=3)
+                channel = connection.default_channel
+                for queue in (PROPOSE_QUEUE, settings.trial_queue):
+                    channel.queue_declare(queue=queue)
+            return
+        except SQLAlchemyError:
+            # Another process created the same table or queue row first: look again.
+            if attempt == PREPARE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 celery = make_celery(settings)

@@ -15,6 +15,8 @@ from typing import Any
 
 from billiard.process import current_process
 from celery.signals import worker_process_init
+from kombu.exceptions import KombuError
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import loop
 from app.config import settings
@@ -158,5 +160,10 @@ def schedule_forever(interval_s: float, stop: threading.Event) -> None:
         with session_scope(settings.resolved_database_url) as session:
             search_ids = loop.active_searches(session)
         for search_id in search_ids:
-            schedule(search_id)
+            try:
+                schedule(search_id)
+            except (SQLAlchemyError, KombuError, OSError) as error:
+                # Deliberate: one failed tick (a dropped connection, a lock timeout)
+                # must not stop the sweep; the next one retries from the store.
+                logger.error("scheduler.tick_failed search_id=%s error=%r", search_id, error)
         stop.wait(interval_s)
