@@ -317,6 +317,36 @@ def search_report(ctx: typer.Context, search_id: int) -> None:
     typer.echo("\n".join(lines))
 
 
+@app.command()
+def compare(
+    ctx: typer.Context,
+    search_ids: Annotated[list[int], typer.Argument(help="Two or more search ids.")],
+) -> None:
+    """Searches side by side (e.g. a control study): best, keeps, labels, cost per point."""
+    url = _settings(ctx).resolved_database_url
+    db.ensure_schema_current(url)
+    with db.session_scope(url) as session:
+        rows = [
+            (searches.get_search(session, i), len(searches.get_search(session, i).agents),
+             halt_report(session, i))
+            for i in search_ids
+        ]  # fmt: skip
+    typer.echo(
+        f"{'id':>4}  {'name':<20} {'feedback':<9} {'agents':>6} {'trials':>6} {'baseline':>9} "
+        f"{'best':>9} {'gain':>9} {'keeps':>5} {'failed':>6} {'cost':>9} {'$/point':>9}"
+    )
+    for search, agents, found in rows:
+        failed = sum(n for label, n in found.labels.items() if label != "ok")
+        gain = "-" if found.improvement is None else f"{found.improvement:+.4g}"
+        per_point = "-" if found.cost_per_point is None else f"{found.cost_per_point:.4g}"
+        typer.echo(
+            f"{search.id:>4}  {search.name[:20]:<20} {search.spec.get('feedback', 'full'):<9} "
+            f"{agents:>6} {found.trials:>6} {_score(found.baseline_score):>9} "
+            f"{_score(found.best_score):>9} {gain:>9} {found.keeps:>5} {failed:>6} "
+            f"{found.cost_usd:>9.4f} {per_point:>9}"
+        )
+
+
 @sandbox_app.command("build")
 def sandbox_build(
     offline: Annotated[

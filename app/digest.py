@@ -11,7 +11,7 @@ service fills the digest from the store and git.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.edits import REPLY_FORMAT
 
@@ -69,6 +69,18 @@ class Standing:
     kept: int
     wins: int  # kept trials that improved on their parent
     failed: int
+
+
+def best_only(digest: Digest) -> Digest:
+    """The digest of the `best_only` control study: the best line, nothing else shared."""
+    return replace(
+        digest,
+        own_recent=(),
+        others_wins=(),
+        recent_failures=(),
+        tried_from_parent=(),
+        leaderboard=(),
+    )
 
 
 def build_messages(

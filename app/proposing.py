@@ -19,13 +19,13 @@ from sqlalchemy import ColumnElement, Select, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from app import events
-from app.digest import Digest, Standing, TrialNote
+from app.digest import Digest, Standing, TrialNote, best_only
 from app.errors import EditRejected
 from app.gitstore import GitStore
 from app.legality import glob_match
 from app.loop import db_now
 from app.models import Agent, Search, Trial
-from app.spec import AgentKind, AgentSpec, LLMMode, SearchSpec
+from app.spec import AgentKind, AgentSpec, Feedback, LLMMode, SearchSpec
 from app.states import Direction, Label, TrialStatus
 from app.trials import ancestry
 from app.workbench import TrialRef
@@ -128,6 +128,8 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
         tried_from_parent=notes.query(Trial.parent_id == parent.id, Trial.id != trial.id),
         leaderboard=_standings(session, search.id),
     )
+    limited = spec.feedback == Feedback.BEST_ONLY
+    view = _workbench_view(session, search, best, limited) if agent.mode == LLMMode.SESSION else {}
     return ProposalJob(
         trial_id=trial.id,
         number=trial.number,
@@ -136,11 +138,11 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
         agent=agent,
         repo_path=Path(search.repo_path),
         parent_commit=parent.commit_sha,
-        digest=digest,
+        digest=best_only(digest) if limited else digest,
         seed=search.id * 1_000_003 + trial.number,
         parent_number=parent.number,
         wins=notes.unmerged_wins(parent) if agent.kind == AgentKind.COMBINER else (),
-        **(_workbench_view(session, search, best) if agent.mode == LLMMode.SESSION else {}),
+        **view,
     )
 
 
@@ -162,12 +164,16 @@ def _standings(session: Session, search_id: int) -> list[Standing]:
     return [Standing(*row) for row in rows]
 
 
-def _workbench_view(session: Session, search: Search, best: Trial | None) -> dict[str, Any]:
-    """The recorded trials a session's tools may show: the latest ones and the best line."""
+def _workbench_view(
+    session: Session, search: Search, best: Trial | None, limited: bool
+) -> dict[str, Any]:
+    """The recorded trials a session's tools may show: the latest ones and the best line
+    (only the best line in the `best_only` control study)."""
     parent = aliased(Trial)
     best_line = ancestry(session, best.id) if best is not None else []
     recent = select(Trial.id).where(Trial.search_id == search.id)
-    wanted = set(session.scalars(recent.order_by(Trial.number.desc()).limit(VISIBLE_TRIALS)))
+    latest = recent.order_by(Trial.number.desc()).limit(0 if limited else VISIBLE_TRIALS)
+    wanted = set(session.scalars(latest))
     rows = session.execute(
         select(Trial, Agent.name, parent.number)
         .outerjoin(Agent, Trial.agent_id == Agent.id)

@@ -173,6 +173,11 @@ class AgentKind(StrEnum):
     COMBINER = "combiner"
 
 
+class Feedback(StrEnum):
+    FULL = "full"  # best line, own and others' trials, failures with logs, leaderboard
+    BEST_ONLY = "best_only"  # only the best trial and how it was reached
+
+
 class LLMMode(StrEnum):
     SESSION = "session"
     SINGLE = "single"
@@ -283,6 +288,10 @@ class SearchSpec(StrictModel):
     agents: list[AgentSpec] = Field(min_length=1)
     selection: ParentSelection = Field(
         default=ParentSelection.RATCHET, description="How each proposal picks its parent."
+    )
+    feedback: Feedback = Field(
+        default=Feedback.FULL,
+        description="What agents see of the lineage: full, or best_only (a control study).",
     )
 
     @field_validator("agents")

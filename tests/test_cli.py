@@ -128,3 +128,18 @@ def test_report_prints_where_a_search_stands(env: dict[str, str], recipe: Recipe
     assert out.splitlines()[0] == "search 1: running"
     assert "  trials        1" in out and "  keeps         0" in out
     assert run(env, "search", "report", "9") == (1, "", "error: no search 9\n")
+
+
+def test_compare_prints_one_row_per_search(env: dict[str, str], recipe: Recipe) -> None:
+    spec = write_spec(recipe)
+    run(env, "search", "submit", str(spec))
+    run(env, "search", "submit", str(spec))
+
+    code, out, err = run(env, "compare", "1", "2")
+
+    assert code == 0, (out, err)
+    header, *rows = out.splitlines()
+    assert header.split()[:4] == ["id", "name", "feedback", "agents"]
+    assert [row.split()[:3] for row in rows] == [["1", "digits-mlp", "full"],
+                                                 ["2", "digits-mlp", "full"]]  # fmt: skip
+    assert run(env, "compare", "1", "5") == (1, "", "error: no search 5\n")

@@ -145,6 +145,11 @@ def test_audit_a_search_from_the_list_to_a_diff_and_pause_it_with_the_token(
     assert labels == ["crash"]
     shot(page, "4-trials-filtered")
 
+    page.goto(f"{server}/compare?ids={search.id}")
+    assert page.locator("#comparison tbody tr").count() == 1
+    assert page.locator("svg#progress circle.point").count() > 0
+    shot(page, "5-compare")
+
     page.goto(f"{server}/searches/{search.id}")
     page.click("#actions button[value=pause]")  # without the token: the form refuses
     assert page.locator("#status").inner_text() == "running"
@@ -156,6 +161,6 @@ def test_audit_a_search_from_the_list_to_a_diff_and_pause_it_with_the_token(
     page.click("#actions button[value=pause]")
     page.wait_for_url(f"**/searches/{search.id}")
     assert page.locator("#status").inner_text() == "paused"
-    shot(page, "5-paused")
+    shot(page, "6-paused")
 
     assert outside == []

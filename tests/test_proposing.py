@@ -110,3 +110,22 @@ def test_a_failed_proposal_is_labelled_with_its_reason(
         "no JSON",
         10,
     )
+
+
+def test_a_best_only_study_shows_agents_the_best_line_and_nothing_else(
+    session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    trial = proposed(session, settings, recipe, "opt")
+    search = session.get(Search, trial.search_id)
+    assert search is not None
+    search.spec = {**search.spec, "feedback": "best_only"}
+    session.commit()
+
+    job = load_job(session, trial.id)
+
+    assert job is not None
+    digest = job.digest
+    assert digest.own_recent == digest.recent_failures == digest.others_wins == ()
+    assert digest.tried_from_parent == () and digest.leaderboard == ()
+    assert digest.parent.number == 0
+    assert {ref.number for ref in job.trials} <= {0}  # no best yet: only the baseline's line

@@ -119,6 +119,33 @@ def _allowed(status: str, action: SearchAction) -> bool:
     return next_search_status(SearchStatus(status), action) is not None
 
 
+@router.get("/compare", response_class=HTMLResponse)
+def compare_searches(request: Request, session: SessionDep, ids: str = "") -> Response:
+    """Searches side by side, e.g. the arms of a control study: `/compare?ids=1,2`."""
+    try:
+        wanted = [int(part) for part in ids.split(",") if part.strip()]
+    except ValueError as error:
+        raise InvalidRequest(f"ids must be search ids separated by commas, not {ids!r}") from error
+    columns = []
+    for search_id in wanted:
+        search = searches.get_search(session, search_id)
+        view = views.search_view(session, search)
+        colours = charts.agent_colours(view.agents)
+        columns.append(
+            {
+                "search": search,
+                "report": halt_report(session, search_id),
+                "progress": charts.progress_chart(
+                    view.buckets,
+                    maximize=view.spec.evaluator.direction == "maximize",
+                    colours=colours,
+                    last_number=view.last_number,
+                ),
+            }
+        )
+    return _page(request, "compare_searches.html", columns=columns)
+
+
 @router.get("/searches/{search_id}/trials", response_class=HTMLResponse)
 def trials_page(
     search_id: int,
