@@ -21,7 +21,7 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.spec import EvaluatorSpec, Gate, SearchSpec, TrialBudget
+from app.spec import BudgetUnit, EvaluatorSpec, Gate, SearchSpec, TrialBudget
 from app.states import Label
 from sandbox.contract import EvalResult, RunResult
 
@@ -61,7 +61,7 @@ def label(run: RunResult, evaluation: EvalResult | None, spec: SearchSpec) -> Ve
         return verdict
     if evaluation is None:
         raise ValueError("a run that passed cannot be labelled without its evaluation")
-    return _score(evaluation, spec.evaluator)
+    return _score(evaluation, spec.evaluator, spec.budgets.trial)
 
 
 def run_verdict(run: RunResult, budget: TrialBudget) -> Verdict | None:
@@ -107,7 +107,7 @@ def preflight_verdict(run: RunResult, budget: TrialBudget) -> Verdict | None:
     return Verdict(Label.PREFLIGHT_CRASH, None, f"preflight {verdict.reason}")
 
 
-def _score(evaluation: EvalResult, evaluator: EvaluatorSpec) -> Verdict:
+def _score(evaluation: EvalResult, evaluator: EvaluatorSpec, budget: TrialBudget) -> Verdict:
     if evaluation.infra_error is not None:
         reason = f"evaluator sandbox failed: {evaluation.infra_error}"
         return Verdict(Label.INFRA_ERROR, None, reason)
@@ -116,6 +116,14 @@ def _score(evaluation: EvalResult, evaluator: EvaluatorSpec) -> Verdict:
     score, problem = metric_value(evaluation.metrics, evaluator.metric)
     if score is None:
         return Verdict(Label.EVALUATOR_ERROR, None, problem)
+    if budget.unit is not BudgetUnit.WALLCLOCK:
+        assert budget.unit_metric is not None and budget.limit is not None  # the spec ensures
+        used, problem = metric_value(evaluation.metrics, budget.unit_metric)
+        if used is None:
+            return Verdict(Label.EVALUATOR_ERROR, score, f"budget: {problem}")
+        if used > budget.limit:
+            reason = f"used {used:g} {budget.unit} of its {budget.limit:g}"
+            return Verdict(Label.BUDGET_OVERRUN, score, reason)
     misses = []
     for gate in evaluator.gates:
         value, problem = metric_value(evaluation.metrics, gate.metric)

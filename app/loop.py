@@ -25,7 +25,7 @@ from app.models import Agent, Search, Trial
 from app.noise import beats, spread
 from app.scheduler import SearchState, eligible, plan
 from app.selection import Candidate, select_parent
-from app.spec import SearchSpec
+from app.spec import BudgetUnit, SearchSpec
 from app.states import Decision, Direction, Label, SearchStatus, TrialStatus
 
 logger = logging.getLogger(__name__)
@@ -322,6 +322,8 @@ def finish(
     if len(execution.runs) > 1:
         trial.metrics = {**trial.metrics, "runs": list(execution.runs)}
     if run is not None:
+        trial.metrics = {**trial.metrics, "budget": _budget_used(session, trial, run.wallclock_s)}
+    if run is not None:
         trial.wallclock_s, trial.artifact_bytes = run.wallclock_s, run.artifact_bytes
         trial.log_tail, trial.image_digest, trial.isolated = (
             run.log_tail,
@@ -351,6 +353,19 @@ def finish(
         trial.decision = Decision.DISCARD
     session.flush()
     return True
+
+
+def _budget_used(session: Session, trial: Trial, wallclock_s: float) -> dict[str, object]:
+    """What the trial's budget counted, in its unit, recorded with the trial."""
+    search = session.get(Search, trial.search_id)
+    assert search is not None
+    budget = SearchSpec.model_validate(search.spec).budgets.trial
+    if budget.unit is BudgetUnit.WALLCLOCK:
+        return {"unit": budget.unit, "used": wallclock_s, "limit": budget.wallclock_s,
+                "covers": "the run command"}  # fmt: skip
+    used = (trial.metrics or {}).get(budget.unit_metric or "")
+    return {"unit": budget.unit, "used": used, "limit": budget.limit,
+            "covers": f"the evaluator's {budget.unit_metric}"}  # fmt: skip
 
 
 def mark_pending(session: Session, trial_id: int, worker: str) -> bool:

@@ -141,12 +141,36 @@ class NoiseSpec(StrictModel):
     alpha: float = Field(default=0.02, gt=0, lt=0.5, description="welch rule: test level.")
 
 
+class BudgetUnit(StrEnum):
+    WALLCLOCK = "wallclock"  # seconds of the run command, measured by the runner
+    STEPS = "steps"  # training steps the evaluator verifies from the artifact or logs
+    TOKENS = "tokens"  # training tokens, likewise
+
+
 class TrialBudget(StrictModel):
+    """What one trial may use. `wallclock_s` always bounds the run command (it is killed
+    there); with `unit` steps or tokens, the budget that counts is the evaluator's own
+    measure, in its metric `unit_metric`, which must not exceed `limit`."""
+
     wallclock_s: Duration = 600.0
     memory: ByteSize = Field(default=ByteSize(2 * 1024**3), gt=16 * 1024**2)
     cpus: float = Field(default=1.0, gt=0)
     gpus: int = Field(default=0, ge=0)
     artifact_max_bytes: ByteSize | None = Field(default=None, gt=0)
+    unit: BudgetUnit = BudgetUnit.WALLCLOCK
+    limit: float | None = Field(default=None, gt=0, description="For steps or tokens.")
+    unit_metric: str | None = Field(
+        default=None, description="The evaluator metric that reports the steps or tokens used."
+    )
+
+    @model_validator(mode="after")
+    def _unit_needs_a_measure(self) -> Self:
+        counted = self.unit is not BudgetUnit.WALLCLOCK
+        if counted and (self.limit is None or not self.unit_metric):
+            raise ValueError(f"a {self.unit} budget needs `limit` and `unit_metric`")
+        if not counted and (self.limit is not None or self.unit_metric):
+            raise ValueError("`limit` and `unit_metric` are for steps or tokens budgets")
+        return self
 
 
 class SearchBudget(StrictModel):

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from app.errors import InvalidSpec
 from app.labels import Verdict, label, metric_value, preflight_verdict, run_verdict
 from app.spec import SearchSpec, parse_spec
 from app.states import Label
@@ -277,3 +278,39 @@ def test_a_failed_preflight_gets_its_own_label(
 
 def test_a_passing_preflight_lets_the_full_run_go_ahead() -> None:
     assert preflight_verdict(CLEAN_RUN, SPEC.budgets.trial) is None
+
+
+def steps_spec() -> SearchSpec:
+    raw = SPEC.model_dump(mode="json")
+    raw["budgets"]["trial"].update(unit="steps", limit=1000, unit_metric="steps")
+    return parse_spec(raw)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "expected", "reason_part"),
+    [
+        ({"val_acc": 0.9, "seconds": 1, "steps": 1000}, Label.OK, "val_acc = 0.9"),
+        ({"val_acc": 0.9, "seconds": 1, "steps": 1200}, Label.BUDGET_OVERRUN,
+         "used 1200 steps of its 1000"),
+        ({"val_acc": 0.9, "seconds": 1}, Label.EVALUATOR_ERROR, "budget: metric 'steps' missing"),
+    ],
+    ids=["within", "over", "unreported"],
+)  # fmt: skip
+def test_a_steps_budget_is_checked_against_what_the_evaluator_measured(
+    metrics: dict[str, Any], expected: Label, reason_part: str
+) -> None:
+    verdict = label(CLEAN_RUN, scored(**metrics), steps_spec())
+
+    assert verdict.label is expected
+    assert reason_part in verdict.reason
+
+
+def test_a_steps_budget_needs_its_limit_and_metric() -> None:
+    raw = SPEC.model_dump(mode="json")
+    raw["budgets"]["trial"]["unit"] = "tokens"
+
+    with pytest.raises(InvalidSpec) as refused:
+        parse_spec(raw)
+
+    assert refused.value.detail[0]["field"] == "budgets.trial"
+    assert "needs `limit` and `unit_metric`" in refused.value.detail[0]["message"]
