@@ -38,7 +38,7 @@ class Exchange:
 
 class FakeLLM:
     def __init__(
-        self, script: Mapping[str, Sequence[Answer]], fallback: Callable[[str, int], str]
+        self, script: Mapping[str, Sequence[Answer]], fallback: Callable[[str, int], Answer]
     ) -> None:
         self._queues = {agent: deque(answers) for agent, answers in script.items()}
         self._fallback = fallback
