@@ -21,9 +21,16 @@ from git.exc import GitCommandError
 from app.errors import EditRejected
 from app.fingerprint import directory_digest
 from app.gitstore import GitStore
-from app.labels import Verdict, label, preflight_verdict, run_verdict
+from app.labels import (
+    Verdict,
+    gate_passes,
+    label,
+    metric_value,
+    preflight_verdict,
+    run_verdict,
+)
 from app.noise import beats, mean
-from app.spec import NoiseSpec, SearchSpec
+from app.spec import Gate, NoiseSpec, SearchSpec
 from app.states import Label
 from sandbox import EvalRequest, EvalResult, Limits, Runner, RunRequest, RunResult
 
@@ -171,6 +178,7 @@ def repeat_seeds(
     best_runs: Sequence[float],
     maximize: bool,
     nominated: Callable[[], object] = lambda: None,
+    mean_gates: Sequence[Gate] = (),
 ) -> Execution:
     """Run seed 0, then the seeds the noise spec asks for; one Execution for them all.
 
@@ -178,28 +186,51 @@ def repeat_seeds(
     candidate whose first run beats the best's mean is nominated (`nominated`
     is called, e.g. to show it as pending) and runs `confirm_runs` fresh seeds,
     which then decide. A seed that fails ends the trial with that failure:
-    a recipe that crashes on some seeds is not a result.
+    a recipe that crashes on some seeds is not a result. `mean_gates` are
+    checked on the mean over the seeds instead of on each run (a run that
+    misses one alone still counts).
     """
+
+    def score_of(execution: Execution) -> float | None:
+        if execution.runs:
+            return execution.runs[0]
+        if mean_gates and execution.verdict.label is Label.GATE_MISS:
+            return execution.verdict.score
+        return None
+
     first = run_once(0)
-    if noise is None or not first.runs:
+    first_score = score_of(first)
+    if noise is None or first_score is None:
         return first
     if baseline:
         seeds = range(1, noise.baseline_runs)
     else:
-        if not best_runs or not beats(first.runs, best_runs, noise_sd=0.0, maximize=maximize):
+        if not best_runs or not beats([first_score], best_runs, noise_sd=0.0, maximize=maximize):
             return first
         nominated()
         seeds = range(1, noise.confirm_runs + 1)
-    scores: list[float] = []
+    executions = [first]
     for seed in seeds:
         more = run_once(seed)
-        if not more.runs:
+        if score_of(more) is None:
             reason = f"seed {seed}: {more.verdict.reason}"
             return replace(more, verdict=replace(more.verdict, reason=reason))
-        scores += more.runs
-    runs = first.runs + tuple(scores)
+        executions.append(more)
+    runs = tuple(score for e in executions if (score := score_of(e)) is not None)
     centre = mean(runs)
     verdict = Verdict(Label.OK, centre, f"mean {centre:.6g} over {len(runs)} seeds")
-    return replace(
-        first, verdict=verdict, runs=runs, confirmation=() if baseline else tuple(scores)
-    )
+    misses = [
+        f"{gate.metric} = {value:g} (mean) fails {gate}"
+        for gate in mean_gates
+        if not gate_passes(gate, value := mean([_metric(e, gate.metric) for e in executions]))
+    ]
+    if misses:
+        verdict = Verdict(Label.GATE_MISS, centre, f"over {len(runs)} seeds: " + "; ".join(misses))
+    confirmation = () if baseline else runs[1:]
+    return replace(first, verdict=verdict, runs=runs, confirmation=confirmation)
+
+
+def _metric(execution: Execution, name: str) -> float:
+    assert execution.evaluation is not None and execution.evaluation.metrics is not None
+    value, _ = metric_value(execution.evaluation.metrics, name)
+    return float("nan") if value is None else value

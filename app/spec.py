@@ -139,6 +139,10 @@ class NoiseSpec(StrictModel):
     rule: NoiseRule = NoiseRule.SPREAD
     k: float = Field(default=2.5, gt=0, description="spread rule: standard errors to clear.")
     alpha: float = Field(default=0.02, gt=0, lt=0.5, description="welch rule: test level.")
+    gates_on_mean: bool = Field(
+        default=False,
+        description="Check the evaluator's gates on the mean over seeds, not on each run.",
+    )
 
 
 class BudgetUnit(StrEnum):

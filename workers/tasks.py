@@ -151,6 +151,7 @@ def _execute(
             best_runs=best_runs,
             maximize=spec.evaluator.direction == Direction.MAXIMIZE,
             nominated=nominated,
+            mean_gates=spec.evaluator.gates if spec.noise and spec.noise.gates_on_mean else (),
         )
 
 

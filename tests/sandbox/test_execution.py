@@ -19,7 +19,7 @@ from app.edits import Replace, render_diff
 from app.execution import Execution, execute, repeat_seeds
 from app.fingerprint import directory_digest
 from app.gitstore import GitStore
-from app.spec import NoiseSpec, Preflight, SearchSpec, parse_spec
+from app.spec import Gate, NoiseSpec, Preflight, SearchSpec, parse_spec
 from app.states import Label
 from sandbox import EvalRequest, EvalResult, Runner, RunRequest, RunResult
 from sandbox.docker_runner import TRIAL_LABEL, DockerRunner
@@ -345,3 +345,51 @@ def test_seeds_reach_the_recipe_and_a_nominee_is_confirmed_on_fresh_seeds(
     assert nominations == [True]
     assert len(candidate.runs) == 4 and candidate.confirmation == candidate.runs[1:]
     assert candidate.verdict.reason == f"mean {candidate.verdict.score:.6g} over 4 seeds"
+
+
+SEEDED_ACC = """\
+import json, os
+ACC = {0: 0.79, 1: 0.83}[int(os.environ["SEED"])]
+with open(os.path.join(os.environ["TRIALFORGE_OUTPUT"], "model.json"), "w") as f:
+    json.dump({"acc": ACC}, f)
+"""
+
+
+@pytest.mark.parametrize(
+    ("seed_one", "on_mean", "expected", "reason_part"),
+    [
+        ("0.83", True, Label.OK, "mean 0.81 over 2 seeds"),
+        ("0.80", True, Label.GATE_MISS, "2 seeds: val_acc = 0.795 (mean) fails val_acc >= 0.8"),
+        ("0.83", False, Label.GATE_MISS, "val_acc = 0.79 fails val_acc >= 0.8"),
+    ],
+    ids=["mean passes", "mean misses", "each run gated"],
+)  # fmt: skip
+def test_gates_can_apply_to_the_mean_over_seeds(
+    store: tuple[GitStore, str],
+    spec: SearchSpec,
+    tmp_path: Path,
+    seed_one: str,
+    on_mean: bool,
+    expected: Label,
+    reason_part: str,
+) -> None:
+    repo, _ = store
+    commit = commit_edit(store, SEEDED_ACC.replace("1: 0.83", f"1: {seed_one}"), protected=[])
+    gated = spec.model_copy(
+        update={
+            "noise": NoiseSpec(baseline_runs=2, gates_on_mean=on_mean),
+            "evaluator": spec.evaluator.model_copy(update={"gates": [Gate.model_validate(
+                "val_acc >= 0.8")]}),
+        }
+    )  # fmt: skip
+
+    def once(seed: int) -> Execution:
+        return execute(repo, commit, gated, LocalRunner(), trial_id=4270, scratch_dir=tmp_path,
+                       seed=seed)  # fmt: skip
+
+    assert gated.noise is not None
+    result = repeat_seeds(once, gated.noise, baseline=True, best_runs=[], maximize=True,
+                          mean_gates=gated.evaluator.gates if on_mean else ())  # fmt: skip
+
+    assert result.verdict.label is expected, result.verdict
+    assert reason_part in result.verdict.reason
