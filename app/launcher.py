@@ -26,6 +26,7 @@ class Stack:
     env: Mapping[str, str]
     log: IO[bytes] | None = None  # None: children share our stdout and stderr
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
 
     def prepare(self, settings: Settings) -> None:
         """What must exist before the children start together: the broker's tables."""
@@ -34,6 +35,7 @@ class Stack:
         prepare_broker(make_celery(settings), settings)
 
     def start(self, *args: str) -> None:
+        self.commands.append(" ".join(args))
         self.processes.append(
             subprocess.Popen(
                 [sys.executable, "-m", "app.cli", *args],
@@ -46,7 +48,11 @@ class Stack:
 
     def dead(self) -> list[str]:
         """The commands of children that have exited."""
-        return [" ".join(map(str, p.args[3:])) for p in self.processes if p.poll() is not None]  # type: ignore[index]
+        return [
+            command
+            for command, process in zip(self.commands, self.processes, strict=True)
+            if process.poll() is not None
+        ]
 
     def stop(self) -> None:
         for process in self.processes:

@@ -269,13 +269,7 @@ def claim(session: Session, trial_id: int, worker: str) -> bool:
 
 def heartbeat(session: Session, trial_id: int, worker: str) -> bool:
     """Renew the lease; False when the trial is no longer this worker's (cancelled, reaped)."""
-    renewed = session.execute(
-        update(Trial)
-        .where(Trial.id == trial_id, Trial.status == TrialStatus.RUNNING, Trial.worker == worker)
-        .values(heartbeat_at=db_now(session))
-        .execution_options(synchronize_session=False)
-    )
-    return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
+    return _cas_worker(session, trial_id, worker, heartbeat_at=db_now(session))
 
 
 def finish(
