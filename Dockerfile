@@ -2,10 +2,18 @@
 #
 #   docker build -t trialforge/app:latest .
 #
+# Without a registry: build on a local Debian base with python3-venv, git and
+# tini, from a wheelhouse of the dependencies in ./wheels:
+#   pip wheel . setuptools wheel async-timeout -w wheels
+#   docker build --network host --build-arg BASE=<local base> \
+#     --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/src/wheels -t trialforge/app .
+#
 # Trial workers start sandbox containers through the host's Docker socket;
 # see docker-compose.yml for what mounting that socket grants.
 ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
 
 # git: the git store; tini: signal forwarding so workers stop their trials cleanly.
 RUN apt-get update \
@@ -18,13 +26,8 @@ ENV PATH=/opt/trialforge/bin:$PATH \
     TRIALFORGE_DATA_DIR=/data
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY app ./app
-COPY workers ./workers
-COPY sandbox ./sandbox
-COPY migrations ./migrations
-COPY examples ./examples
-RUN pip install --no-cache-dir .
+COPY . .
+RUN pip install --no-cache-dir . && rm -rf /src/wheels
 
 VOLUME /data
 EXPOSE 8000

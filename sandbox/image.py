@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import docker
@@ -60,18 +61,27 @@ def debian_mirror(sources: Path = DEBIAN_SOURCES, suite: str = DEBIAN_SUITE) -> 
     raise ImageBuildError(f"no mirror for {suite} in {sources}")
 
 
-def build_offline(tag: str = DEFAULT_TAG, mirror: str | None = None) -> str:
-    """Build the image from a debootstrapped rootfs; returns the image id. Needs root."""
+def build_offline(
+    tag: str = DEFAULT_TAG,
+    mirror: str | None = None,
+    packages: Sequence[str] = OFFLINE_PACKAGES,
+    changes: Sequence[str] = IMAGE_CHANGES,
+) -> str:
+    """Build an image from a debootstrapped rootfs; returns the image id. Needs root.
+
+    The defaults make the sandbox image; other `packages` and `changes` make
+    other local bases (e.g. for building the service image without a registry).
+    """
     mirror = mirror or debian_mirror()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="trialforge-rootfs-") as scratch:
         rootfs = Path(scratch) / "rootfs"
-        _debootstrap(rootfs, mirror)
+        _debootstrap(rootfs, mirror, packages)
         # The downloaded .debs are half the rootfs and useless once installed.
         shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
         for mount_point in ("output", "work"):
             (rootfs / mount_point).mkdir(exist_ok=True)
-        image_id = _import_rootfs(rootfs, tag)
+        image_id = _import_rootfs(rootfs, tag, changes)
     logger.info(
         "sandbox.image.built tag=%s image_id=%s seconds=%.1f",
         tag,
@@ -96,11 +106,11 @@ def build_from_dockerfile(tag: str = DEFAULT_TAG) -> str:
     return str(image.id)
 
 
-def _debootstrap(rootfs: Path, mirror: str) -> None:
+def _debootstrap(rootfs: Path, mirror: str, packages: Sequence[str]) -> None:
     command = [
         "debootstrap",
         "--variant=minbase",
-        f"--include={','.join(OFFLINE_PACKAGES)}",
+        f"--include={','.join(packages)}",
         DEBIAN_SUITE,
         str(rootfs),
         mirror,
@@ -112,7 +122,7 @@ def _debootstrap(rootfs: Path, mirror: str) -> None:
         raise ImageBuildError(f"debootstrap exited {done.returncode}:\n{output}")
 
 
-def _import_rootfs(rootfs: Path, tag: str) -> str:
+def _import_rootfs(rootfs: Path, tag: str, changes: Sequence[str]) -> str:
     """Stream `tar` of the rootfs into the daemon, as `tar -c . | docker import -` does."""
     client = docker.from_env()
     repository, image_tag = parse_repository_tag(tag)
@@ -124,7 +134,7 @@ def _import_rootfs(rootfs: Path, tag: str) -> str:
             src=tar.stdout,
             repository=repository,
             tag=image_tag or "latest",
-            changes=list(IMAGE_CHANGES),
+            changes=list(changes),
             stream_src=True,
         )
     if tar.returncode != 0:
