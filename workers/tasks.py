@@ -106,7 +106,10 @@ def run_trial(trial_id: int) -> None:
     )
     with session_scope(settings.resolved_database_url) as session:
         loop.finish(session, trial_id, worker, execution, max_attempts=settings.max_attempts)
-    schedule(search_id)
+    # Tick beside the next task, not before it: when several slots free at once their
+    # ticks serialise on the search row, and a slot process waiting on them would
+    # leave the trial it is about to be handed waiting too.
+    threading.Thread(target=schedule_safely, args=(search_id,), name=f"tick-{search_id}").start()
 
 
 def _execute(
@@ -161,10 +164,14 @@ def schedule_forever(interval_s: float, stop: threading.Event) -> None:
         with session_scope(settings.resolved_database_url) as session:
             search_ids = loop.active_searches(session)
         for search_id in search_ids:
-            try:
-                schedule(search_id)
-            except (SQLAlchemyError, KombuError, OSError) as error:
-                # Deliberate: one failed tick (a dropped connection, a lock timeout)
-                # must not stop the sweep; the next one retries from the store.
-                logger.error("scheduler.tick_failed search_id=%s error=%r", search_id, error)
+            schedule_safely(search_id)
         stop.wait(interval_s)
+
+
+def schedule_safely(search_id: int) -> None:
+    try:
+        schedule(search_id)
+    except (SQLAlchemyError, KombuError, OSError) as error:
+        # Deliberate: one failed tick (a dropped connection, a lock timeout) must not
+        # stop a sweep or a worker; the periodic sweep retries from the store.
+        logger.error("scheduler.tick_failed search_id=%s error=%r", search_id, error)
