@@ -185,22 +185,27 @@ def _workbench_view(
     )
     refs = {
         trial.id: TrialRef(
-            number=trial.number,
-            agent=agent or "baseline",
-            hypothesis=trial.hypothesis,
-            label=trial.label,
-            score=trial.score,
-            delta=trial.delta,
-            commit=trial.commit_sha,
-            parent_number=parent_number,
-            reason=trial.label_reason or "",
-            log_tail=trial.log_tail if trial.label not in (None, Label.OK) else "",
+            **_as_seen(trial, agent), commit=trial.commit_sha, parent_number=parent_number
         )
         for trial, agent, parent_number in rows
     }
     return {
         "trials": tuple(sorted(refs.values(), key=lambda ref: ref.number)),
         "best_line": tuple(refs[i].number for i in best_line if i in refs),
+    }
+
+
+def _as_seen(trial: Trial, agent: str | None) -> dict[str, Any]:
+    """A trial's fields as agents see them (in the digest and through the tools)."""
+    return {
+        "number": trial.number,
+        "agent": agent or "baseline",
+        "hypothesis": trial.hypothesis,
+        "label": trial.label,
+        "score": trial.score,
+        "delta": trial.delta,
+        "reason": trial.label_reason or "",
+        "log_tail": trial.log_tail if trial.label not in (None, Label.OK) else "",
     }
 
 
@@ -328,19 +333,7 @@ class _Notes:
         )
 
     def _notes(self, query: Select[Trial, str]) -> list[TrialNote]:
-        return [
-            TrialNote(
-                number=trial.number,
-                agent=agent or "baseline",
-                hypothesis=trial.hypothesis,
-                label=trial.label,
-                score=trial.score,
-                delta=trial.delta,
-                reason=trial.label_reason or "",
-                log_tail=trial.log_tail if trial.label not in (None, Label.OK) else "",
-            )
-            for trial, agent in self.session.execute(query)
-        ]
+        return [TrialNote(**_as_seen(trial, agent)) for trial, agent in self.session.execute(query)]
 
     def one(self, trial: Trial) -> TrialNote:
         return self._notes(self._select().where(Trial.id == trial.id))[0]
