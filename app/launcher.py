@@ -25,8 +25,7 @@ STOP_GRACE_S = 15.0
 class Stack:
     env: Mapping[str, str]
     log: IO[bytes] | None = None  # None: children share our stdout and stderr
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    commands: list[str] = field(default_factory=list)
+    children: dict[subprocess.Popen[bytes], str] = field(default_factory=dict)  # -> command
 
     def prepare(self, settings: Settings) -> None:
         """What must exist before the children start together: the broker's tables."""
@@ -34,31 +33,30 @@ class Stack:
 
         prepare_broker(make_celery(settings), settings)
 
-    def start(self, *args: str) -> None:
-        self.commands.append(" ".join(args))
-        self.processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "app.cli", *args],
-                env={**os.environ, **self.env},
-                stdout=self.log,
-                stderr=subprocess.STDOUT if self.log else None,
-                start_new_session=True,
-            )
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *args],
+            env={**os.environ, **self.env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT if self.log else None,
+            start_new_session=True,
         )
+        self.children[process] = " ".join(args)
+        return process
+
+    def forget(self, process: subprocess.Popen[bytes]) -> None:
+        """Stop watching a child that was meant to end (e.g. one a test killed)."""
+        del self.children[process]
 
     def dead(self) -> list[str]:
         """The commands of children that have exited."""
-        return [
-            command
-            for command, process in zip(self.commands, self.processes, strict=True)
-            if process.poll() is not None
-        ]
+        return [command for process, command in self.children.items() if process.poll() is not None]
 
     def stop(self) -> None:
-        for process in self.processes:
+        for process in self.children:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
+        for process in self.children:
             try:
                 process.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:

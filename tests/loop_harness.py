@@ -10,14 +10,12 @@ is a known function of its constants, so a test knows which edits improve it.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +23,8 @@ import pytest
 import redis
 
 from app.config import Settings
+from app.launcher import Stack
 from tests.factories import commit_all
-from workers.celery_app import make_celery, prepare_broker
 
 TRAIN_PY = """\
 import json, math, os
@@ -51,6 +49,7 @@ with open(os.path.join(os.environ["TRIALFORGE_OUTPUT"], "model.json")) as f:
     print(json.dumps({"val_acc": json.load(f)["acc"]}))
 """
 BASELINE_ACC = 0.4023  # 0.3 + 0.15 - 0.1 * log10(3), rounded as the recipe rounds
+LOG_TAIL_CHARS = 16_000  # of the processes' log shown when a test fails
 REDIS_URL = os.environ.get("TRIALFORGE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
@@ -108,49 +107,30 @@ def broker_for(database_url: str, data_dir: Path) -> str:
 
 @dataclass
 class Deployment:
-    env: dict[str, str]
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    """The service's processes (the launcher's `Stack`), logging to one file in the data dir."""
+
+    stack: Stack
+    log_path: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(self.stack.env)
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
-        log = open(
-            Path(self.env["TRIALFORGE_DATA_DIR"]) / f"{args[0]}-{len(self.processes)}.log", "wb"
-        )  # noqa: SIM115
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", *args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.processes.append(process)
-        return process
+        return self.stack.start(*args)
 
     def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
         """Poll `condition`; fail with the processes' logs on timeout or if one of them died."""
         deadline = time.monotonic() + timeout_s
         while not condition():
-            dead = [p.args for p in self.processes if p.poll() is not None]
+            dead = self.stack.dead()
             if dead or time.monotonic() > deadline:
                 why = f"{dead[0]} exited" if dead else f"timed out after {timeout_s}s"
                 pytest.fail(f"{why} waiting until {what}\n{self.logs()}")
             time.sleep(0.25)
 
     def logs(self) -> str:
-        return "\n".join(
-            path.read_text(errors="replace")[-4000:]
-            for path in sorted(Path(self.env["TRIALFORGE_DATA_DIR"]).glob("*.log"))
-        )
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
 
 
 @contextmanager
@@ -164,10 +144,11 @@ def deployment(database_url: str, data_dir: Path, **settings: str) -> Iterator[D
         "TRIALFORGE_HEARTBEAT_S": "1",
         **{f"TRIALFORGE_{key.upper()}": value for key, value in settings.items()},
     }
-    running = Deployment(env)
-    broker = Settings(broker_url=env["TRIALFORGE_BROKER_URL"], data_dir=data_dir)
-    prepare_broker(make_celery(broker), broker)
-    try:
-        yield running
-    finally:
-        running.stop()
+    log_path = data_dir / "deployment.log"
+    with log_path.open("ab") as log:
+        stack = Stack(env, log)
+        stack.prepare(Settings(broker_url=env["TRIALFORGE_BROKER_URL"], data_dir=data_dir))
+        try:
+            yield Deployment(stack, log_path)
+        finally:
+            stack.stop()

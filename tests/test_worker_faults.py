@@ -86,7 +86,7 @@ def test_a_trial_worker_killed_mid_trial_leaves_nothing_running_or_behind(
         )
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
-        running.processes.remove(worker)
+        running.stack.forget(worker)
         assert labelled(docker_client, database_url, baseline), (
             "the kill should orphan the container"
         )
