@@ -49,12 +49,17 @@ class Send:
 
 
 def db_now(session: Session) -> datetime:
-    """The database's clock, tz-aware UTC (SQLite returns text, Postgres a datetime)."""
+    """The database's clock now, tz-aware UTC (SQLite returns text, Postgres a datetime).
+
+    Not the transaction's start: a tick or finish that waited on the search
+    row's lock must stamp the moment it acted, or dispatch and busy times
+    would include the wait.
+    """
     if session.get_bind().dialect.name == "sqlite":
         # CURRENT_TIMESTAMP has whole seconds on SQLite; leases and dispatch times need ms.
         value = session.scalar(select(func.strftime("%Y-%m-%d %H:%M:%f", "now")))
     else:
-        value = session.scalar(select(func.current_timestamp()))
+        value = session.scalar(select(func.clock_timestamp()))
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     assert isinstance(value, datetime)
@@ -76,16 +81,16 @@ def _cas(
 
 def tick(session: Session, search_id: int, *, heartbeat_s: float, max_attempts: int) -> list[Send]:
     """One scheduling step for a search: reap, dispatch, propose, or halt."""
-    now = db_now(session)
     # Taking the search row first serialises concurrent ticks of one search.
     locked = session.execute(
         update(Search)
         .where(Search.id == search_id, Search.status == SearchStatus.RUNNING)
-        .values(updated_at=now)
+        .values(updated_at=db_now(session))
         .execution_options(synchronize_session=False)
     )
     if locked.rowcount != 1:  # type: ignore[attr-defined]
         return []
+    now = db_now(session)
     search = session.get(Search, search_id, populate_existing=True)
     assert search is not None
     spec = SearchSpec.model_validate(search.spec)
@@ -284,13 +289,13 @@ def finish(
     search_id = session.scalar(select(Trial.search_id).where(Trial.id == trial_id))
     if search_id is None:
         return False
-    now = db_now(session)
     session.execute(
         update(Search)
         .where(Search.id == search_id)
-        .values(updated_at=now)
+        .values(updated_at=db_now(session))
         .execution_options(synchronize_session=False)
     )
+    now = db_now(session)
     trial = session.get(Trial, trial_id, populate_existing=True)
     if trial is None or trial.status != TrialStatus.RUNNING or trial.worker != worker:
         logger.warning("trial.finish_lost trial_id=%s worker=%s", trial_id, worker)

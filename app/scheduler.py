@@ -60,12 +60,16 @@ def plan(state: SearchState) -> Plan:
         return Plan(cancel_ready=hard_stop, halt=spent)
     free = max(state.max_concurrent - state.queued - state.running, 0)
     dispatch = () if hard_stop else tuple(state.ready[:free])
-    if spent or state.baseline_label is None and state.trials_total > state.max_concurrent:
-        # Past the budget nothing new starts; before the baseline is known, only
-        # one round of proposals is made, so a failed baseline wastes little.
-        return Plan(dispatch=dispatch, cancel_ready=hard_stop)
+    if spent:
+        return Plan(dispatch=dispatch, cancel_ready=hard_stop)  # nothing new starts
     waiting = state.proposing + len(state.ready) - len(dispatch)
-    room = state.max_trials - state.trials_total
+    limit = state.max_trials
+    if state.baseline_label is None:
+        # Until the baseline is scored, one slot-full runs beside it and one waits
+        # ready: a failed baseline wastes at most two rounds of proposals, and the
+        # slots it frees are refilled at once when it passes.
+        limit = min(limit, 2 * state.max_concurrent)
+    room = max(limit - state.trials_total, 0)
     wanted = min(max(state.max_concurrent - waiting, 0), room)
     return Plan(propose=_turns(state, wanted), dispatch=dispatch)
 

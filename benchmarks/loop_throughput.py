@@ -70,6 +70,10 @@ def run(url: str, root: Path, args: argparse.Namespace) -> str:
     raw["run"] = f"sleep {args.trial_s} && python3 train.py"
     raw["budgets"]["trial"]["wallclock_s"] = args.trial_s + 60
     with deployment(url, root / "data", sandbox_backend="docker") as running:
+        # Workers first: a trial queued while its worker still boots would time the boot.
+        running.start("worker", "--queues=propose", "--concurrency=2")
+        running.start("worker", "--queues=trials", f"--concurrency={args.slots}")
+        running.wait_for(lambda: running.logs().count(" ready.") >= 2, 120, "workers ready")
         with session_scope(url) as session:
             search = create_search(
                 session, parse_spec(raw), repos_dir=root / "data" / "repos", actor="bench"
@@ -77,8 +81,6 @@ def run(url: str, root: Path, args: argparse.Namespace) -> str:
             session.flush()
             search_id = search.id
         running.start("scheduler", "--interval=1")
-        running.start("worker", "--queues=propose", "--concurrency=2")
-        running.start("worker", "--queues=trials", f"--concurrency={args.slots}")
 
         def finished() -> bool:
             with session_scope(url) as session:
@@ -99,6 +101,7 @@ def run(url: str, root: Path, args: argparse.Namespace) -> str:
     pending = last_start - first
     busy_pending = sum(max(0.0, min(f, last_start) - s) for s, f in spans)
     dispatch = [(t.started_at - t.queued_at).total_seconds() for t in ran]  # type: ignore[operator]
+    slowest = sorted(zip(dispatch, (t.number for t in ran), strict=True), reverse=True)[:3]
     overhead = [
         (t.finished_at - t.started_at).total_seconds() - args.trial_s  # type: ignore[operator]
         for t in ran
@@ -113,7 +116,9 @@ def run(url: str, root: Path, args: argparse.Namespace) -> str:
             f"slot utilisation over the whole run, drain included: "
             f"{busy / (args.slots * span):.3f} (busy {busy:.1f}s over {args.slots} x {span:.1f}s)",
             f"dispatch queued->claimed: p50 {percentile(dispatch, 0.5):.3f}s "
-            f"p99 {percentile(dispatch, 0.99):.3f}s",
+            f"p99 {percentile(dispatch, 0.99):.3f}s (slowest: "
+            + ", ".join(f"#{number} {seconds:.2f}s" for seconds, number in slowest)
+            + ")",
             f"per-trial overhead beyond the sleep (sandbox + evaluator + store): "
             f"p50 {percentile(overhead, 0.5):.3f}s p99 {percentile(overhead, 0.99):.3f}s",
         ]

@@ -60,12 +60,17 @@ def test_agents_take_turns_in_proportion_to_their_weights() -> None:
     assert sorted(turns) == ["arch", "arch", "opt", "opt", "opt", "opt"]
 
 
-def test_before_the_baseline_is_known_only_one_round_is_proposed() -> None:
+def test_before_the_baseline_is_known_one_round_runs_and_one_waits_ready() -> None:
     start = replace(STATE, trials_total=1, running=1, baseline_label=None)
-    later = replace(start, trials_total=3, proposing=0, ready=(2, 3))
+    running = replace(start, trials_total=3, running=2, ready=(3,))
+    full = replace(running, trials_total=4, ready=(3, 4))
+    scored = replace(full, baseline_label=Label.OK)
 
     assert len(plan(start).propose) == 2
-    assert plan(later).propose == ()
+    assert len(plan(running).propose) == 1
+    assert plan(full).propose == ()
+    assert len(plan(scored).propose) == 0  # two ready already cover both slots
+    assert len(plan(replace(scored, running=0)).dispatch) == 2
 
 
 def test_a_paused_search_does_nothing() -> None:

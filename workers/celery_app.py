@@ -11,7 +11,8 @@
 - No result backend: tasks report through the store, never through `.get()`.
 
 With no broker configured this is kombu's SQLAlchemy transport on a SQLite
-file under the data dir: real worker processes, no service to install.
+file under the data dir: real worker processes, no service to install; it
+polls ten times a second.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from __future__ import annotations
 import time
 
 from celery import Celery
+from kombu.transport import sqlalchemy as sqlalchemy_transport
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings, settings
 
 PROPOSE_QUEUE = "propose"
 PREPARE_ATTEMPTS = 5
+EMBEDDED_POLL_S = 0.1  # kombu's default 1 s would add half a second to every dispatch
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -46,6 +49,11 @@ def make_celery(settings: Settings) -> Celery:
     )
     if settings.resolved_broker_url.startswith(("redis://", "rediss://")):
         app.conf.broker_transport_options = {"visibility_timeout": settings.visibility_timeout_s}
+    elif settings.resolved_broker_url.startswith("sqla+"):
+        # The embedded broker polls its SQLite queue table (a cheap indexed read). Its
+        # transport hands every transport option to create_engine, so the interval
+        # cannot travel as one: it is the transport's class default, set here.
+        sqlalchemy_transport.Transport.polling_interval = EMBEDDED_POLL_S
     return app
 
 
