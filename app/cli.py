@@ -103,10 +103,10 @@ def worker(
     db.ensure_schema_current(settings.resolved_database_url)
     from workers.celery_app import celery, prepare_broker
 
-    prepare_broker(celery, settings)
     named = [
         settings.trial_queue if q.strip() == "trials" else q.strip() for q in queues.split(",")
     ]
+    prepare_broker(celery, settings, named)
     celery.worker_main(
         [
             "worker",

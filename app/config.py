@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.spec import TRIALS_QUEUE
+
 
 class SandboxBackend(StrEnum):
     """Which runner executes trials; `auto` picks Docker when its daemon answers."""
@@ -58,7 +60,9 @@ class Settings(BaseSettings):
         default=3, ge=1, description="Runs of one trial before an infra error is final."
     )
     trial_queue: str = Field(
-        default="trials", description="Queue the trial workers of this host consume."
+        default=TRIALS_QUEUE,
+        description="Queue this host's trial workers consume (`worker --queues trials`); a "
+        "search whose `budgets.trial.queue` names it runs its trials here.",
     )
     gpu_ids: str = Field(
         default="",

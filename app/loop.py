@@ -46,6 +46,7 @@ class Send:
 
     task: Task
     trial_id: int
+    queue: str | None = None  # a run's trial queue (the search's); None: the task's own
 
 
 def db_now(session: Session) -> datetime:
@@ -106,7 +107,7 @@ def tick(session: Session, search_id: int, *, heartbeat_s: float, max_attempts: 
     sends: list[Send] = []
     for trial_id in decision.dispatch:
         if _cas(session, trial_id, (TrialStatus.READY,), status=TrialStatus.QUEUED, queued_at=now):
-            sends.append(Send(Task.RUN, trial_id))
+            sends.append(Send(Task.RUN, trial_id, spec.budgets.trial.queue))
     if decision.cancel_ready:
         session.execute(
             update(Trial)

@@ -34,6 +34,7 @@ from app.selection import ParentSelection
 from app.states import Direction
 
 DEFAULT_IMAGE = "trialforge/sandbox:latest"
+TRIALS_QUEUE = "trials"  # the trial queue every trial host shares unless told otherwise
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 _DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -165,6 +166,12 @@ class TrialBudget(StrictModel):
     limit: float | None = Field(default=None, gt=0, description="For steps or tokens.")
     unit_metric: str | None = Field(
         default=None, description="The evaluator metric that reports the steps or tokens used."
+    )
+    queue: str = Field(
+        default=TRIALS_QUEUE,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="The trial queue whose workers run this search: `trials`, shared by "
+        "every trial host, or one host's own (the TRIALFORGE_TRIAL_QUEUE it consumes).",
     )
 
     @model_validator(mode="after")

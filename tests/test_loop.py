@@ -99,7 +99,8 @@ def test_the_baseline_runs_first_while_proposals_are_made_ahead_of_free_slots(
     baseline = session.scalar(select(Trial).where(Trial.number == 0))
     assert baseline is not None
     proposals = [s for s in sends if s.task is loop.Task.PROPOSE]
-    assert [s for s in sends if s.task is loop.Task.RUN] == [loop.Send(loop.Task.RUN, baseline.id)]
+    runs = [s for s in sends if s.task is loop.Task.RUN]
+    assert runs == [loop.Send(loop.Task.RUN, baseline.id, "trials")]
     assert len(proposals) == 2  # one per slot, ready before the baseline frees its slot
     made = [trial(database_url, s.trial_id) for s in proposals]
     assert [t.parent_id for t in made] == [baseline.id, baseline.id]
@@ -154,7 +155,7 @@ def test_an_infra_error_is_retried_then_kept_as_the_label(
 
     assert run_to_end(database_url, baseline, ran(Label.INFRA_ERROR, None, infra="daemon gone"))
     assert trial(database_url, baseline).status == TrialStatus.READY
-    assert loop.Send(loop.Task.RUN, baseline) in tick(database_url, search_id)
+    assert loop.Send(loop.Task.RUN, baseline, "trials") in tick(database_url, search_id)
     assert run_to_end(database_url, baseline, ran(Label.INFRA_ERROR, None, infra="daemon gone"))
 
     final = trial(database_url, baseline)
@@ -178,7 +179,7 @@ def test_a_trial_whose_worker_stopped_heartbeating_is_requeued_then_labelled(
             unit.execute(update(Trial).where(Trial.id == baseline).values(heartbeat_at=stale))
         sends = tick(database_url, search_id)
         if attempt < MAX_ATTEMPTS:
-            assert loop.Send(loop.Task.RUN, baseline) in sends  # re-queued at once
+            assert loop.Send(loop.Task.RUN, baseline, "trials") in sends  # re-queued at once
 
     lost = trial(database_url, baseline)
     assert (lost.status, lost.label) == (TrialStatus.FINISHED, Label.INFRA_ERROR)

@@ -44,6 +44,7 @@ BAD_FIELDS = [
     ("evaluator.protected", ["/etc/passwd"], "evaluator.protected.0"),
     ("budgets.trial.wallclock_s", -5, "budgets.trial.wallclock_s"),
     ("budgets.trial.wallclock_s", "soon", "budgets.trial.wallclock_s"),
+    ("budgets.trial.queue", "gpu host/a", "budgets.trial.queue"),
     ("budgets.trial.memory", "lots", "budgets.trial.memory"),
     ("budgets.trial.cpus", 0, "budgets.trial.cpus"),
     ("budgets.trial.gpus", -1, "budgets.trial.gpus"),

@@ -117,7 +117,7 @@ def test_a_trial_message_delivered_twice_runs_its_trial_once(
         search_id, baseline = baseline_only(database_url, tmp_path, data_dir, "python3 train.py")
         with session_scope(database_url) as session:
             sends = loop.tick(session, search_id, heartbeat_s=1, max_attempts=3)
-        assert sends == [loop.Send(loop.Task.RUN, baseline)]
+        assert sends == [loop.Send(loop.Task.RUN, baseline, "trials")]
         producer = make_celery(
             Settings(broker_url=running.env["TRIALFORGE_BROKER_URL"], data_dir=data_dir)
         )

@@ -1,7 +1,9 @@
 """The Celery application: two queues, late acks, one task at a time per process.
 
-- `propose` (I/O bound: model calls) and the trial queue (one process per
-  sandbox slot; `TRIALFORGE_TRIAL_QUEUE` lets a GPU host consume its own).
+- `propose` (I/O bound: model calls) and trial queues (one process per
+  sandbox slot). Each run goes to its search's `budgets.trial.queue`:
+  `trials`, shared by every trial host, or one host's own queue, which that
+  host's workers consume with `TRIALFORGE_TRIAL_QUEUE` (a GPU host, say).
 - Late acks with `reject_on_worker_lost`: a message whose worker died is
   redelivered, which is safe because every task claims its trial by
   compare-and-set in the store and a second delivery is a no-op.
@@ -18,12 +20,14 @@ polls ten times a second.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from celery import Celery
 from kombu.transport import sqlalchemy as sqlalchemy_transport
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings, settings
+from app.spec import TRIALS_QUEUE
 
 PROPOSE_QUEUE = "propose"
 PREPARE_ATTEMPTS = 5
@@ -42,7 +46,7 @@ def make_celery(settings: Settings) -> Celery:
         task_routes={
             "trialforge.propose": {"queue": PROPOSE_QUEUE},
             "trialforge.tick": {"queue": PROPOSE_QUEUE},
-            "trialforge.run_trial": {"queue": settings.trial_queue},
+            "trialforge.run_trial": {"queue": TRIALS_QUEUE},  # sends name the search's
         },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
@@ -57,19 +61,20 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def prepare_broker(app: Celery, settings: Settings) -> None:
+def prepare_broker(app: Celery, settings: Settings, queues: Sequence[str] = ()) -> None:
     """Create the embedded broker's tables and queues once, before processes start together.
 
     Kombu's SQLAlchemy transport creates both on first use, and processes
     starting at once race on it (`table kombu_queue already exists`, `UNIQUE
-    constraint failed: kombu_queue.name`). Harmless on Redis.
+    constraint failed: kombu_queue.name`); a worker names the queues it will
+    consume, a search's own trial queue among them. Harmless on Redis.
     """
     for attempt in range(PREPARE_ATTEMPTS):
         try:
             with app.connection_for_write() as connection:
                 connection.ensure_connection(max_retries=3)
                 channel = connection.default_channel
-                for queue in (PROPOSE_QUEUE, settings.trial_queue):
+                for queue in {PROPOSE_QUEUE, settings.trial_queue, *queues}:
                     channel.queue_declare(queue=queue)
             return
         except SQLAlchemyError:

@@ -30,7 +30,7 @@ from app.spec import SearchSpec
 from app.states import Direction, Label
 from workers import runtime
 from workers.agents import AGENTS
-from workers.celery_app import celery
+from workers.celery_app import PROPOSE_QUEUE, celery
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 def _start_process(**_: Any) -> None:
     """Drop database connections inherited through fork, then clear what dead workers left."""
     get_engine(settings.resolved_database_url).dispose(close=False)
-    if settings.trial_queue in (celery.amqp.queues or {}):
+    if set(celery.amqp.queues or {}) - {PROPOSE_QUEUE}:  # a trial worker, of any queue
         runtime.sweep_orphans(
             settings, runtime.runner_for(settings.sandbox_backend, settings.namespace)
         )
@@ -48,7 +48,7 @@ def _start_process(**_: Any) -> None:
 def send(sends: list[loop.Send]) -> None:
     for item in sends:
         task = propose if item.task is loop.Task.PROPOSE else run_trial
-        task.delay(item.trial_id)
+        task.apply_async((item.trial_id,), **({"queue": item.queue} if item.queue else {}))
 
 
 def schedule(search_id: int) -> None:
