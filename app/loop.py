@@ -19,7 +19,7 @@ from random import Random
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app import events
+from app import events, rollup
 from app.execution import Execution
 from app.models import Agent, Search, Trial
 from app.noise import beats, spread
@@ -131,6 +131,7 @@ def tick(session: Session, search_id: int, *, heartbeat_s: float, max_attempts: 
             data={"reason": decision.halt},
         )
         logger.info("search.halted search_id=%s reason=%s", search_id, decision.halt)
+    rollup.advance(session, search, Direction(spec.evaluator.direction))
     session.flush()
     return sends
 

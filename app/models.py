@@ -106,6 +106,9 @@ class Search(Base):
     noise_sd: Mapped[float | None] = mapped_column(
         Float, doc="Spread of the baseline's score over seeds: the noise floor."
     )
+    rollup_blocks: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="Leading blocks of trials in trial_rollup."
+    )
     halt_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -196,6 +199,30 @@ class Trial(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     agent: Mapped[Agent | None] = relationship()
+
+
+class TrialRollup(Base):
+    """Aggregates of settled trials per block of trial numbers, agent and label.
+
+    A trial below a search's lowest unfinished number never changes again, so
+    its block is summed once (`app.rollup`) and the search page re-reads a few
+    thousand of these rows instead of every trial of a large search.
+    """
+
+    __tablename__ = "trial_rollup"
+    __table_args__ = (Index("ix_trial_rollup_search_block", "search_id", "block"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("search.id", ondelete="CASCADE"))
+    block: Mapped[int] = mapped_column(Integer, doc="Trial numbers block*BLOCK .. +BLOCK-1.")
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"))
+    label: Mapped[Label] = mapped_column(StrEnumColumn(Label, 32))
+    count: Mapped[int] = mapped_column(Integer)
+    best: Mapped[float | None] = mapped_column(Float, doc="Best score, by the search's direction.")
+    wins: Mapped[int] = mapped_column(Integer, doc="ok trials that beat their parent.")
+    best_delta: Mapped[float | None] = mapped_column(Float, doc="Largest gain of an ok trial.")
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[float] = mapped_column(Float)
 
 
 class Event(Base):

@@ -23,14 +23,20 @@ from app.gitstore import GitStore, redact_url
 from app.models import Agent, Search, Trial, utcnow
 from app.pagination import Page, decode_cursor, encode_cursor
 from app.spec import SearchSpec, is_url
-from app.states import SEARCH_TRANSITIONS, Label, SearchAction, SearchStatus, TrialStatus
+from app.states import (
+    SEARCH_TRANSITIONS,
+    UNFINISHED,
+    Label,
+    SearchAction,
+    SearchStatus,
+    TrialStatus,
+)
 
 BASELINE_HYPOTHESIS = "Baseline: the recipe as submitted, with no edit."
 TERMINAL = frozenset({SearchStatus.CANCELLED, SearchStatus.FINISHED})
 ACTIVE = (SearchStatus.RUNNING, SearchStatus.PAUSED)
 # Trials not yet started are cancelled with their search; a running one is stopped
 # by the worker that holds it (it kills the container, then marks the trial).
-UNFINISHED = (TrialStatus.PROPOSED, TrialStatus.READY, TrialStatus.QUEUED, TrialStatus.RUNNING)
 
 
 @dataclass(frozen=True)

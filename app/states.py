@@ -54,6 +54,9 @@ class TrialStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+UNFINISHED = (TrialStatus.PROPOSED, TrialStatus.READY, TrialStatus.QUEUED, TrialStatus.RUNNING)
+
+
 class Label(StrEnum):
     """The outcome of a finished trial: `ok`, or the one reason it failed.
 

@@ -28,7 +28,7 @@ from app.db import get_engine, migrate, session_scope
 from sandbox.image import DEFAULT_TAG, build_offline
 from tests import factories
 
-TABLES = ("event", "trial", "agent", "search")
+TABLES = ("event", "trial_rollup", "trial", "agent", "search")
 
 
 def make_postgres_database(server_url: str) -> tuple[str, str]:

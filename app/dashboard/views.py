@@ -1,24 +1,24 @@
 """What each dashboard page shows, read from the store in a bounded number of queries.
 
-Nothing here loads a search's trials whole: the charts read a few hundred
-aggregated buckets (`GROUP BY number // width, agent, label`), the lineage
-graph the best path plus the most recent trials, the leaderboard one grouped
-query, the table one keyset page. So a page costs about the same at 100k
-trials as at 100.
+Nothing here loads a search's trials whole: the charts and the leaderboard
+read a few hundred buckets (`GROUP BY number // width, agent, label`) summed
+from the stored blocks of settled trials (`app.rollup`) and the live tail,
+the lineage graph the best path plus the most recent trials, the table one
+keyset page. So a page costs about the same at 100k trials as at 100.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Executable, case, func, select
 from sqlalchemy.orm import Session
 
 from app.dashboard.charts import Bucket, Node
-from app.models import Agent, Search, Trial
+from app.models import Agent, Search, Trial, TrialRollup
+from app.rollup import BLOCK
 from app.spec import SearchSpec
 from app.states import Direction, Label, TrialStatus
 from app.trials import ancestry
@@ -59,7 +59,7 @@ def search_view(session: Session, search: Search) -> SearchView:
     spec = SearchSpec.model_validate(search.spec)
     direction = Direction(spec.evaluator.direction)
     last = session.scalar(select(func.max(Trial.number)).where(Trial.search_id == search.id)) or 0
-    rows = _cached_rollup(session, search.id, direction, last)
+    rows = _rows(session, search, direction, last)
     names: dict[int | None, str] = {
         agent_id: name
         for agent_id, name in session.execute(
@@ -112,63 +112,51 @@ class _Row:
     cost_usd: float
 
 
-# (database url, search id) -> (bucket width, cut, rows for trials numbered below cut).
-# A finished trial never changes, and every trial below the lowest unfinished one is
-# finished: their buckets are computed once and kept while the search runs on.
-_ROLLUPS: OrderedDict[tuple[str, int], tuple[int, int, list[_Row]]] = OrderedDict()
-_ROLLUPS_KEPT = 64
-_ROLLUPS_LOCK = threading.Lock()
-UNFINISHED = (TrialStatus.PROPOSED, TrialStatus.READY, TrialStatus.QUEUED, TrialStatus.RUNNING)
-
-
-def _cached_rollup(session: Session, search_id: int, direction: Direction, last: int) -> list[_Row]:
-    """The rollup, from cached settled buckets plus a fresh query for the live tail."""
+def _rows(session: Session, search: Search, direction: Direction, last: int) -> list[_Row]:
+    """The stored blocks of settled trials (`app.rollup`), re-bucketed, plus the rest live."""
     width = _bucket_width(last)
-    lowest_unfinished = session.scalar(
-        select(func.min(Trial.number)).where(
-            Trial.search_id == search_id, Trial.status.in_(UNFINISHED)
-        )
-    )
-    boundary = last + 1 if lowest_unfinished is None else lowest_unfinished
-    cut = boundary // width * width  # settled buckets end on a bucket boundary
-    key = (str(session.get_bind().engine.url), search_id)
-    with _ROLLUPS_LOCK:
-        cached = _ROLLUPS.get(key)
-    if cached is not None and cached[0] == width and cached[1] <= cut:
-        settled = cached[2] + _rollup(session, search_id, direction, width, cached[1], cut)
-    else:
-        settled = _rollup(session, search_id, direction, width, 0, cut)
-    with _ROLLUPS_LOCK:
-        _ROLLUPS[key] = (width, cut, settled)
-        _ROLLUPS.move_to_end(key)
-        while len(_ROLLUPS) > _ROLLUPS_KEPT:
-            _ROLLUPS.popitem(last=False)
-    return settled + _rollup(session, search_id, direction, width, cut, None)
+    stored = search.rollup_blocks * BLOCK if width >= BLOCK else 0
+    rows = _stored(session, search.id, direction, width) if stored else []
+    return _merged(rows + _rollup(session, search.id, direction, width, stored), direction)
 
 
 def _bucket_width(last: int) -> int:
-    return max(1, -(-(last + 1) // CHART_BUCKETS))
+    """The smallest power of two that draws every trial in at most CHART_BUCKETS buckets.
+
+    A power of two, so that a bucket at least a block wide is made of whole
+    stored blocks, and a search that grows changes its width only when it doubles.
+    """
+    return 1 << (-(-(last + 1) // CHART_BUCKETS) - 1).bit_length()
 
 
-def clear_cache() -> None:
-    with _ROLLUPS_LOCK:
-        _ROLLUPS.clear()
+def _stored(session: Session, search_id: int, direction: Direction, width: int) -> list[_Row]:
+    slot = (TrialRollup.block // (width // BLOCK)).label("slot")
+    best = TrialRollup.best
+    query = (
+        select(
+            slot,
+            TrialRollup.agent_id,
+            TrialRollup.label,
+            func.sum(TrialRollup.count),
+            func.max(best) if direction is Direction.MAXIMIZE else func.min(best),
+            func.sum(TrialRollup.wins),
+            func.max(TrialRollup.best_delta),
+            func.sum(TrialRollup.tokens),
+            func.sum(TrialRollup.cost_usd),
+        )
+        .where(TrialRollup.search_id == search_id)
+        .group_by(slot, TrialRollup.agent_id, TrialRollup.label)
+    )
+    return _as_rows(session, query, width)
 
 
 def _rollup(
-    session: Session,
-    search_id: int,
-    direction: Direction,
-    width: int,
-    low: int,
-    high: int | None,
+    session: Session, search_id: int, direction: Direction, width: int, low: int
 ) -> list[_Row]:
-    """The aggregate the search page is drawn from, for trials numbered in [low, high).
+    """The live aggregate of trials numbered from `low` on, unfinished ones included.
 
     An index-only range scan of `ix_trial_rollup`; buckets are `width` trials wide.
     """
-    if high is not None and high <= low:
-        return []
     slot = (Trial.number // width).label("slot")
     best = func.max(Trial.score) if direction is Direction.MAXIMIZE else func.min(Trial.score)
     won = case(((Trial.label == Label.OK) & (Trial.delta > 0), 1), else_=0)
@@ -191,15 +179,46 @@ def _rollup(
         )
         .group_by(slot, Trial.agent_id, Trial.label)
     )
-    if high is not None:
-        query = query.where(Trial.number < high)
+    return _as_rows(session, query, width)
+
+
+def _as_rows(session: Session, query: Executable, width: int) -> list[_Row]:
     # A bucket's span comes from its slot: no min/max per group (each aggregate costs a pass).
     return [
         _Row(agent_id, label, count, score, slot * width, slot * width + width - 1,
-             int(wins or 0), best_delta, int(tokens), float(cost))
+             int(wins or 0), best_delta, int(tokens or 0), float(cost or 0.0))
         for slot, agent_id, label, count, score, wins, best_delta, tokens, cost
         in session.execute(query)
     ]  # fmt: skip
+
+
+def _merged(rows: list[_Row], direction: Direction) -> list[_Row]:
+    """One row per bucket, agent and label: a bucket can straddle the stored line."""
+    better = max if direction is Direction.MAXIMIZE else min
+    merged: dict[tuple[int, int | None, str | None], _Row] = {}
+    for row in rows:
+        key = (row.first, row.agent_id, row.label)
+        seen = merged.get(key)
+        merged[key] = (
+            row
+            if seen is None
+            else replace(
+                row,
+                count=seen.count + row.count,
+                best=_either(better, seen.best, row.best),
+                wins=seen.wins + row.wins,
+                best_delta=_either(max, seen.best_delta, row.best_delta),
+                tokens=seen.tokens + row.tokens,
+                cost_usd=seen.cost_usd + row.cost_usd,
+            )
+        )
+    return list(merged.values())
+
+
+def _either(
+    pick: Callable[[float, float], float], a: float | None, b: float | None
+) -> float | None:
+    return b if a is None else a if b is None else pick(a, b)
 
 
 def _leaderboard(

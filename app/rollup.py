@@ -1,0 +1,71 @@
+"""Settled trials, summed once per block so the search page never rescans them.
+
+Trial numbers only grow, and a trial numbered below a search's lowest
+unfinished one is finished (or cancelled) for good. So every whole block of
+`BLOCK` numbers below that line can be aggregated by agent and label once and
+stored (`trial_rollup`); the page sums a few thousand stored rows plus the
+live tail instead of a large search's every trial. The scheduler's tick
+advances the line while it holds the search row, so two writers never sum
+the same block.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import case, func, insert, literal, select
+from sqlalchemy.orm import Session
+
+from app.models import Search, Trial, TrialRollup
+from app.states import UNFINISHED, Direction, Label, TrialStatus
+
+BLOCK = 128  # trial numbers per stored block: a power of two, as chart bucket widths are
+
+
+def settled_before(session: Session, search_id: int) -> int:
+    """The lowest unfinished trial number; every trial below it is settled."""
+    lowest, last = session.execute(
+        select(
+            func.min(case((Trial.status.in_(UNFINISHED), Trial.number))), func.max(Trial.number)
+        ).where(Trial.search_id == search_id)
+    ).one()
+    return lowest if lowest is not None else (last if last is not None else -1) + 1
+
+
+def advance(session: Session, search: Search, direction: Direction) -> int:
+    """Store the blocks that settled since the last call; returns how many are stored now.
+
+    The caller holds the search row's lock (the scheduler's tick does).
+    """
+    settled = settled_before(session, search.id) // BLOCK
+    done = search.rollup_blocks
+    if settled <= done:
+        return done
+    best = func.max(Trial.score) if direction is Direction.MAXIMIZE else func.min(Trial.score)
+    ok = Trial.label == Label.OK
+    block = (Trial.number // BLOCK).label("block")  # grouped by name: Postgres matches it
+    sums = (
+        select(
+            literal(search.id),
+            block,
+            Trial.agent_id,
+            Trial.label,
+            func.count(),
+            best,
+            func.coalesce(func.sum(case((ok & (Trial.delta > 0), 1), else_=0)), 0),
+            func.max(case((ok, Trial.delta))),
+            func.coalesce(func.sum(Trial.tokens_in + Trial.tokens_out), 0),
+            func.coalesce(func.sum(Trial.cost_usd), 0.0),
+        )
+        .where(
+            Trial.search_id == search.id,
+            Trial.number >= done * BLOCK,
+            Trial.number < settled * BLOCK,
+            Trial.status == TrialStatus.FINISHED,
+            Trial.label.is_not(None),
+        )
+        .group_by(block, Trial.agent_id, Trial.label)
+    )
+    columns = ["search_id", "block", "agent_id", "label", "count", "best", "wins", "best_delta",
+               "tokens", "cost_usd"]  # fmt: skip
+    session.execute(insert(TrialRollup).from_select(columns, sums))
+    search.rollup_blocks = settled
+    return settled

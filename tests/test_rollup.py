@@ -1,0 +1,115 @@
+"""Stored blocks of settled trials: each trial summed once, and the page unchanged by them.
+
+Invariants: only whole blocks below the lowest unfinished trial are stored;
+advancing twice stores nothing twice; the search page drawn from stored
+blocks plus the live tail shows exactly what summing every trial shows.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from app import rollup
+from app.config import Settings
+from app.dashboard.views import search_view
+from app.models import Agent, Search, Trial, TrialRollup
+from app.rollup import BLOCK
+from app.states import Direction, Label, TrialStatus
+from tests.factories import Recipe, seeded_search
+
+LABELS = [Label.OK, Label.OK, Label.OK, Label.CRASH, Label.GATE_MISS, Label.DUPLICATE]
+
+
+def grow(session: Session, search: Search, until: int, *, running: set[int] = frozenset()) -> None:
+    """Finish the seeded trials, then append trials up to number `until` - 1 in one insert."""
+    session.execute(
+        update(Trial)
+        .where(Trial.search_id == search.id, Trial.status == TrialStatus.RUNNING)
+        .values(status=TrialStatus.FINISHED, label=Label.CRASH)
+    )
+    first = session.scalar(select(func.max(Trial.number)).where(Trial.search_id == search.id)) + 1
+    agents = list(session.scalars(select(Agent.id).where(Agent.search_id == search.id)))
+    rng = random.Random(until)
+    rows = []
+    for number in range(first, until):
+        label = rng.choice(LABELS)
+        score = rng.uniform(0.3, 0.9) if label is Label.OK else None
+        live = number in running
+        rows.append({
+            "search_id": search.id, "number": number, "agent_id": rng.choice(agents),
+            "status": TrialStatus.RUNNING if live else TrialStatus.FINISHED,
+            "label": None if live else label, "score": None if live else score,
+            "delta": None if score is None or live else score - 0.6,
+            "tokens_in": 100, "tokens_out": number % 7, "cost_usd": 0.001,
+        })  # fmt: skip
+    session.execute(insert(Trial), rows)
+    session.flush()
+
+
+def stored_count(session: Session, search_id: int) -> int:
+    total = session.scalar(
+        select(func.sum(TrialRollup.count)).where(TrialRollup.search_id == search_id)
+    )
+    return int(total or 0)
+
+
+def finished_below(session: Session, search_id: int, number: int) -> int:
+    return session.scalar(
+        select(func.count()).where(
+            Trial.search_id == search_id,
+            Trial.number < number,
+            Trial.status == TrialStatus.FINISHED,
+        )
+    )
+
+
+def test_only_whole_blocks_below_the_lowest_unfinished_trial_are_stored_once(
+    session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+    grow(session, search, 5 * BLOCK + 3, running={2 * BLOCK + 10})
+
+    assert rollup.advance(session, search, Direction.MAXIMIZE) == 2
+    assert rollup.advance(session, search, Direction.MAXIMIZE) == 2
+    assert stored_count(session, search.id) == finished_below(session, search.id, 2 * BLOCK)
+
+    session.execute(
+        update(Trial)
+        .where(Trial.search_id == search.id, Trial.number == 2 * BLOCK + 10)
+        .values(status=TrialStatus.FINISHED, label=Label.OOM)
+    )
+    assert rollup.advance(session, search, Direction.MAXIMIZE) == 5
+    assert stored_count(session, search.id) == finished_below(session, search.id, 5 * BLOCK)
+    session.commit()
+    assert session.get(Search, search.id).rollup_blocks == 5  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_the_search_page_from_stored_blocks_matches_summing_every_trial(
+    session: Session, settings: Settings, recipe: Recipe, direction: str
+) -> None:
+    search = seeded_search(session, settings, recipe, direction)
+    # Enough trials that a chart bucket spans two blocks, and an odd number of
+    # stored blocks: a bucket straddles the stored line.
+    size = 300 * BLOCK + 1000
+    grow(session, search, size, running={size - 5, size - 2})
+    every = search_view(session, search)
+
+    stored = rollup.advance(session, search, Direction(direction))
+    assert stored == (size - 5) // BLOCK and stored % 2 == 1
+    drawn = search_view(session, search)
+
+    def buckets(view: object) -> list[tuple[object, ...]]:
+        return sorted(
+            (b.first, b.last, b.agent, b.label, b.count, b.best)
+            for b in view.buckets  # type: ignore[attr-defined]
+        )
+
+    assert drawn.leaderboard == every.leaderboard
+    assert drawn.labels == every.labels
+    assert buckets(drawn) == buckets(every)
+    assert len(drawn.buckets) <= 300 * len(LABELS) * 4
