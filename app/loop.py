@@ -412,8 +412,7 @@ def _decide(session: Session, trial: Trial, execution: Execution) -> Decision:
     if trial.number == 0:
         if len(execution.runs) > 1:
             search.noise_sd = spread(execution.runs)
-        if current is None:  # else a trial that ran beside the baseline already leads
-            _make_best(session, search, trial, current)
+        _judge_early(session, search, spec, trial, current)
         return Decision.BASELINE
     if current is None or current.score is None:
         keep = True
@@ -434,6 +433,45 @@ def _decide(session: Session, trial: Trial, execution: Execution) -> Decision:
     if keep:
         _make_best(session, search, trial, current)
     return Decision.KEEP if keep else Decision.DISCARD
+
+
+def _judge_early(
+    session: Session, search: Search, spec: SearchSpec, baseline: Trial, current: Trial | None
+) -> None:
+    """Judge the trials that finished before the baseline, now that it has a score.
+
+    With nothing to compare to, they were kept provisionally. One stays kept
+    only if it strictly beats the baseline, and only without a noise spec:
+    no noise floor had been measured when it ran. If the provisional best
+    does not stay, the baseline is the best.
+    """
+    assert baseline.score is not None
+    maximize = spec.evaluator.direction == Direction.MAXIMIZE
+    early = session.scalars(
+        select(Trial).where(
+            Trial.search_id == search.id,
+            Trial.id != baseline.id,
+            Trial.status == TrialStatus.FINISHED,
+            Trial.score.is_not(None),
+        )
+    )
+    for trial in early:
+        assert trial.score is not None
+        gain = trial.score - baseline.score if maximize else baseline.score - trial.score
+        if trial.parent_id == baseline.id:
+            trial.delta = gain
+        if trial.decision is Decision.KEEP and (spec.noise is not None or gain <= 0):
+            trial.decision = Decision.DISCARD
+            events.record(
+                session,
+                search_id=search.id,
+                trial_id=trial.id,
+                kind="trial.discarded",
+                actor=ACTOR,
+                data={"reason": "finished before the baseline and does not beat it"},
+            )
+    if current is None or current.decision is not Decision.KEEP:
+        _make_best(session, search, baseline, current)
 
 
 def _make_best(session: Session, search: Search, trial: Trial, current: Trial | None) -> None:

@@ -3,8 +3,9 @@
 Invariants: the baseline runs first and proposals are ready ahead of free
 slots; a trial is claimed once however often its message arrives; a trial
 whose worker vanished is re-queued, then labelled, never left `running`; a
-cancel wins over a late finish; only a strict improvement becomes the best;
-the search halts at its budget, or at once when its baseline fails.
+cancel wins over a late finish; only a strict improvement becomes the best,
+and a trial that finished before the baseline is judged against it once it
+is scored; the search halts at its budget, or at once when its baseline fails.
 """
 
 from __future__ import annotations
@@ -145,6 +146,40 @@ def test_only_a_strict_improvement_becomes_the_best(
         assert search is not None and search.best_trial_id == second
         kinds = list(unit.scalars(select(Event.kind).where(Event.kind == "search.new_best")))
     assert kinds == ["search.new_best", "search.new_best"]  # the baseline, then `second`
+
+
+@pytest.mark.parametrize(("scores", "kept"), [((0.4, 0.45), ()), ((0.4, 0.7), (1,))])
+def test_trials_that_finish_before_the_baseline_are_judged_against_it_once_it_is_scored(
+    session: Session,
+    settings: Settings,
+    recipe: Recipe,
+    database_url: str,
+    scores: tuple[float, float],
+    kept: tuple[int, ...],
+) -> None:
+    search_id = new_search(session, settings, recipe, max_concurrent=3)
+    sends = tick(database_url, search_id)
+    baseline = next(s.trial_id for s in sends if s.task is loop.Task.RUN)
+    early = [s.trial_id for s in sends if s.task is loop.Task.PROPOSE][:2]
+    for proposal in early:
+        commit_proposal(database_url, proposal)
+    tick(database_url, search_id)
+
+    for trial_id, score in zip(early, scores, strict=True):
+        assert run_to_end(database_url, trial_id, ran(Label.OK, score))  # the baseline still runs
+    assert run_to_end(database_url, baseline, ran(Label.OK, 0.5))
+
+    with session_scope(database_url) as unit:
+        search = unit.get(Search, search_id)
+        assert search is not None
+        judged = [unit.get(Trial, trial_id) for trial_id in early]
+        decisions = [t.decision for t in judged if t is not None]
+        deltas = [t.delta for t in judged if t is not None]
+        best = search.best_trial_id
+    expected = [Decision.KEEP if i in kept else Decision.DISCARD for i in range(2)]
+    assert decisions == expected
+    assert deltas == pytest.approx([score - 0.5 for score in scores])
+    assert best == (early[kept[-1]] if kept else baseline)
 
 
 def test_an_infra_error_is_retried_then_kept_as_the_label(
