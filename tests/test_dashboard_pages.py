@@ -45,6 +45,36 @@ def test_every_page_renders_its_data_and_nothing_from_elsewhere(
         assert not EXTERNAL.search(response.text), path
 
 
+def test_every_page_serves_the_context_it_renders_as_json(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+    crash = session.scalar(select(Trial).where(Trial.label == "crash"))
+    assert crash is not None
+    paths = ["/", f"/searches/{search.id}", f"/searches/{search.id}/trials?label=crash",
+             f"/trials/{crash.id}", f"/trials/{crash.id}/compare", f"/compare?ids={search.id}"]  # fmt: skip
+
+    pages = {}
+    for path in paths:
+        response = client.get(path + ("&" if "?" in path else "?") + "format=json")
+        assert response.status_code == 200, (path, response.text[:300])
+        assert response.headers["content-type"] == "application/json"
+        assert "<svg" not in response.text, path  # the drawing is left out; its data is in
+        pages[path] = response.json()
+
+    listed = pages["/"]["rows"][0]
+    assert (listed["search"]["name"], listed["stats"]["trials_total"]) == (search.name, 8)
+    view = pages[f"/searches/{search.id}"]["view"]
+    assert view["labels"] == {"crash": 1, "ok": 5, "oom": 1}
+    assert {row["name"]: row["trials"] for row in view["leaderboard"]}["opt"] == 3
+    assert sum(bucket["count"] for bucket in view["buckets"]) == 7
+    assert len(view["nodes"]) == 8
+    table = pages[f"/searches/{search.id}/trials?label=crash"]
+    assert [row["id"] for row in table["page"]["items"]] == [crash.id]
+    detail = pages[f"/trials/{crash.id}"]
+    assert (detail["view"]["trial"]["label"], detail["view"]["parent"]["score"]) == ("crash", 0.7)
+
+
 def test_a_bad_request_gets_an_html_page_with_the_reason(
     client: TestClient, session: Session, settings: Settings, recipe: Recipe
 ) -> None:

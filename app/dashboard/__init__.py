@@ -2,7 +2,8 @@
 
 Pages are Jinja templates over the same services the REST API uses; charts
 are SVG drawn on the server (`charts`), so every page is complete without
-JavaScript and makes no request outside this server. A small script adds
+JavaScript and makes no request outside this server. Every page also serves
+the context it renders as JSON (`?format=json`). A small script adds
 live updates (server-sent events) while a search runs. Writes (pause,
 resume, cancel, re-run) are HTML forms that carry the API token when
 `TRIALFORGE_API_TOKEN` is set, and redirect back (POST, redirect, GET).
@@ -19,14 +20,22 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from app import searches, trials
 from app.api.deps import SessionDep, SettingsDep
 from app.config import Settings
 from app.dashboard import charts, views
+from app.dashboard.context import as_data
 from app.db import session_scope
 from app.errors import InvalidRequest, NotFound, Unauthorized
 from app.pagination import DEFAULT_LIMIT
@@ -46,11 +55,13 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
 
 
-def _page(request: Request, template: str, **context: Any) -> HTMLResponse:
+def _page(request: Request, template: str, **context: Any) -> Response:
+    """The page, or with `?format=json` the context it renders, as data."""
     settings: Settings = request.app.state.settings
-    return templates.TemplateResponse(
-        request, template, {"auth": settings.api_token is not None, **context}
-    )
+    context = {"auth": settings.api_token is not None, **context}
+    if request.query_params.get("format") == "json":
+        return JSONResponse(as_data(context))
+    return templates.TemplateResponse(request, template, context)
 
 
 def _check_token(settings: Settings, token: str | None) -> None:
@@ -90,14 +101,20 @@ def search_page(search_id: int, request: Request, session: SessionDep) -> Respon
         view=view,
         stats=stats,
         colours=colours,
-        progress=charts.progress_chart(
-            view.buckets, maximize=maximize, colours=colours, last_number=view.last_number
+        progress=Markup(
+            charts.progress_chart(
+                view.buckets, maximize=maximize, colours=colours, last_number=view.last_number
+            )
         ),
-        failures=charts.failure_strips(
-            view.buckets, agents=["baseline", *view.agents], last_number=view.last_number
+        failures=Markup(
+            charts.failure_strips(
+                view.buckets, agents=["baseline", *view.agents], last_number=view.last_number
+            )
         ),
-        lineage=charts.lineage_graph(
-            view.nodes, view.best_path, colours, lanes=["baseline", *view.agents]
+        lineage=Markup(
+            charts.lineage_graph(
+                view.nodes, view.best_path, colours, lanes=["baseline", *view.agents]
+            )
         ),
         label_colours=charts.LABEL_COLOURS,
         actions=[a for a in SearchAction if _allowed(search.status, a)],
@@ -135,11 +152,13 @@ def compare_searches(request: Request, session: SessionDep, ids: str = "") -> Re
             {
                 "search": search,
                 "report": halt_report(session, search_id),
-                "progress": charts.progress_chart(
-                    view.buckets,
-                    maximize=view.spec.evaluator.direction == "maximize",
-                    colours=colours,
-                    last_number=view.last_number,
+                "progress": Markup(
+                    charts.progress_chart(
+                        view.buckets,
+                        maximize=view.spec.evaluator.direction == "maximize",
+                        colours=colours,
+                        last_number=view.last_number,
+                    )
                 ),
             }
         )
