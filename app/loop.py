@@ -16,14 +16,14 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from random import Random
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app import events, rollup
 from app.execution import Execution
 from app.models import Agent, Search, Trial
 from app.noise import beats, spread
-from app.scheduler import SearchState, eligible, plan
+from app.scheduler import SearchState, eligible, plan, resting
 from app.selection import Candidate, select_parent
 from app.spec import BudgetUnit, SearchSpec
 from app.states import Decision, Direction, Label, SearchStatus, TrialStatus
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 STALE_HEARTBEATS = 2  # a running trial is lost after this many missed heartbeats
 ACTOR = "scheduler"
 CANDIDATE_LIMIT = 50  # kept trials a tournament draws from (the best ones)
+STREAK_SEEN = 10  # latest proposals per agent read for an endpoint-failure streak
 
 
 class Task(StrEnum):
@@ -172,6 +173,13 @@ def _state(session: Session, search: Search, spec: SearchSpec, now: datetime) ->
             Trial.search_id == search.id, Trial.label == Label.OK, Trial.agent_id.is_not(None)
         )
     )
+    endpoint_failed = session.scalar(  # they are not trials of an idea: no budget spent
+        select(func.count()).where(
+            Trial.search_id == search.id,
+            Trial.label == Label.INFRA_ERROR,
+            Trial.commit_sha.is_(None),  # failed while proposing: no recipe was ever made
+        )
+    )
     total = sum(count for status, count in by_status.items() if status != TrialStatus.CANCELLED)
     best = session.get(Trial, search.best_trial_id) if search.best_trial_id else None
     best_number = best.number if best is not None else 0
@@ -182,13 +190,14 @@ def _state(session: Session, search: Search, spec: SearchSpec, now: datetime) ->
                 Trial.search_id == search.id,
                 Trial.number > best_number,
                 Trial.status == TrialStatus.FINISHED,
+                or_(Trial.label != Label.INFRA_ERROR, Trial.commit_sha.is_not(None)),
             )
         )
         or 0
     )
     return SearchState(
         status=search.status,
-        trials_total=total,
+        trials_total=total - (endpoint_failed or 0),
         proposing=by_status.get(TrialStatus.PROPOSED, 0),
         ready=ready,
         queued=by_status.get(TrialStatus.QUEUED, 0),
@@ -205,10 +214,35 @@ def _state(session: Session, search: Search, spec: SearchSpec, now: datetime) ->
         stagnation_trials=spec.budgets.search.stagnation_trials,
         stagnation_s=spec.budgets.search.stagnation_s,
         agent_weights=eligible(
-            [(a.name, a.kind, a.weight) for a in spec.agents], combinable=(winners or 0) >= 2
+            [(a.name, a.kind, a.weight) for a in spec.agents],
+            combinable=(winners or 0) >= 2,
+            resting=_resting(session, search, now),
         ),
         agent_counts=agent_counts,
     )
+
+
+def _resting(session: Session, search: Search, now: datetime) -> set[str]:
+    """Agents resting after their model endpoint failed their latest proposals in a row."""
+    failures: dict[str, tuple[int, float]] = {}
+    for agent in search.agents:
+        latest = session.execute(
+            select(Trial.label, Trial.commit_sha, Trial.finished_at)
+            .where(Trial.agent_id == agent.id)
+            .order_by(Trial.number.desc())
+            .limit(STREAK_SEEN)
+        ).all()
+        streak = 0
+        for label, commit, _ in latest:
+            if label is not Label.INFRA_ERROR or commit is not None:
+                break
+            streak += 1
+        if streak:
+            failures[agent.name] = (streak, (now - latest[0].finished_at).total_seconds())
+    rest = resting(failures)
+    if rest:
+        logger.warning("agents.resting search_id=%s agents=%s", search.id, sorted(rest))
+    return rest
 
 
 def _new_proposals(

@@ -140,6 +140,7 @@ class Trial(Base):
         UniqueConstraint("search_id", "number"),
         Index("ix_trial_search_score", "search_id", "score"),
         Index("ix_trial_search_agent", "search_id", "agent_id"),
+        Index("ix_trial_agent_number", "agent_id", "number"),
         Index("ix_trial_search_label", "search_id", "label"),
         Index("ix_trial_search_status", "search_id", "status"),
         Index("ix_trial_search_edit", "search_id", "edit_hash"),

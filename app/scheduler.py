@@ -3,7 +3,9 @@
 Two rules make slots never wait on a model: a trial is dispatched the moment
 a slot frees, and proposals are kept ready *ahead* of free slots (as many as
 there are slots), so the next trial is already committed when one finishes.
-Agents take turns in proportion to their weights. A search halts when its
+Agents take turns in proportion to their weights; one whose model endpoint
+keeps failing rests, longer each time, and those failed proposals do not
+count toward `max_trials`. A search halts when its
 budget is spent and nothing is left in flight, or when its baseline failed
 (then no trial could be compared to anything). Pure: the service passes the
 clock in as `elapsed_s`.
@@ -11,16 +13,20 @@ clock in as `elapsed_s`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from app.states import Label, SearchStatus
+
+ENDPOINT_FAILURES = 3  # proposals in a row failing on the model endpoint before an agent rests
+REST_BASE_S = 30.0
+REST_MAX_S = 600.0
 
 
 @dataclass(frozen=True)
 class SearchState:
     status: SearchStatus
-    trials_total: int  # every trial row but cancelled ones, the baseline included
+    trials_total: int  # trial rows but cancelled ones and endpoint failures, the baseline included
     proposing: int
     ready: Sequence[int]  # ids of committed trials waiting for a slot, oldest first
     queued: int
@@ -104,6 +110,32 @@ def _turns(state: SearchState, wanted: int) -> tuple[str, ...]:
     return tuple(picks)
 
 
-def eligible(agents: Sequence[tuple[str, str, float]], combinable: bool) -> dict[str, float]:
+def eligible(
+    agents: Sequence[tuple[str, str, float]], combinable: bool, resting: Collection[str] = ()
+) -> dict[str, float]:
     """name -> weight of the agents that can propose now; a combiner needs two wins to merge."""
-    return {name: weight for name, kind, weight in agents if kind != "combiner" or combinable}
+    return {
+        name: weight
+        for name, kind, weight in agents
+        if (kind != "combiner" or combinable) and name not in resting
+    }
+
+
+def resting(endpoint_failures: Mapping[str, tuple[int, float]]) -> set[str]:
+    """Agents whose model endpoint keeps failing, left to rest before they propose again.
+
+    `endpoint_failures`: name -> (how many of its latest proposals in a row
+    failed on the endpoint, seconds since the last of them). After
+    ENDPOINT_FAILURES in a row the agent waits, twice as long after each
+    further failure, so an outage (a restarting vLLM, a rate-limited key)
+    costs a few probes instead of the search's whole trial budget.
+    """
+    return {
+        name
+        for name, (streak, since_s) in endpoint_failures.items()
+        if streak >= ENDPOINT_FAILURES and since_s < rest_s(streak)
+    }
+
+
+def rest_s(streak: int) -> float:
+    return min(REST_BASE_S * 2.0 ** max(streak - ENDPOINT_FAILURES, 0), REST_MAX_S)

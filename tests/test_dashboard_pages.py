@@ -51,8 +51,14 @@ def test_every_page_serves_the_context_it_renders_as_json(
     search = seeded_search(session, settings, recipe, "maximize")
     crash = session.scalar(select(Trial).where(Trial.label == "crash"))
     assert crash is not None
-    paths = ["/", f"/searches/{search.id}", f"/searches/{search.id}/trials?label=crash",
-             f"/trials/{crash.id}", f"/trials/{crash.id}/compare", f"/compare?ids={search.id}"]  # fmt: skip
+    paths = [
+        "/",
+        f"/searches/{search.id}",
+        f"/searches/{search.id}/trials?label=crash",
+        f"/trials/{crash.id}",
+        f"/trials/{crash.id}/compare",
+        f"/compare?ids={search.id}",
+    ]
 
     pages = {}
     for path in paths:

@@ -26,6 +26,7 @@ from app.db import session_scope
 from app.execution import Execution
 from app.labels import Verdict
 from app.models import Event, Search, Trial
+from app.proposing import ProposalFailed, record_proposal
 from app.searches import apply_action, create_search
 from app.spec import parse_spec
 from app.states import Decision, Label, SearchAction, SearchStatus, TrialStatus
@@ -374,3 +375,33 @@ def test_with_a_noise_spec_only_a_candidate_past_the_noise_floor_is_kept(
         Decision.DISCARD, Decision.KEEP, Decision.DISCARD,
     )  # fmt: skip
     assert runs == [0.61, 0.60, 0.61, 0.59]
+
+
+def test_an_agent_whose_endpoint_keeps_failing_rests_without_spending_the_trial_budget(
+    session: Session, settings: Settings, recipe: Recipe, database_url: str
+) -> None:
+    search_id = new_search(session, settings, recipe, max_trials=4, max_concurrent=1)
+    sends = tick(database_url, search_id)
+    baseline = next(s.trial_id for s in sends if s.task is loop.Task.RUN)
+    assert run_to_end(database_url, baseline, ran(Label.OK, 0.5))
+
+    failed = 0
+    while proposals := [s for s in sends if s.task is loop.Task.PROPOSE]:
+        for send in proposals:
+            with session_scope(database_url) as unit:
+                down = ProposalFailed(Label.INFRA_ERROR, "model endpoint failed: refused")
+                record_proposal(unit, send.trial_id, down)
+            failed += 1
+        assert failed <= 10, "the agents never rested"
+        sends = tick(database_url, search_id)
+
+    assert failed == 3 * 3  # each of the three agents probed three times, then rests
+    with session_scope(database_url) as unit:
+        search = unit.get(Search, search_id)
+        assert search is not None
+        assert search.status == SearchStatus.RUNNING  # waiting out the outage, budget intact
+        rested_since = loop.db_now(unit) - timedelta(seconds=31)
+        unit.execute(
+            update(Trial).where(Trial.label == Label.INFRA_ERROR).values(finished_at=rested_since)
+        )
+    assert len([s for s in tick(database_url, search_id) if s.task is loop.Task.PROPOSE]) == 1

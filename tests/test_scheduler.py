@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from app.scheduler import Plan, SearchState, eligible, plan
+from app.scheduler import REST_MAX_S, Plan, SearchState, eligible, plan, resting
 from app.states import Label, SearchStatus
 
 STATE = SearchState(
@@ -132,3 +132,25 @@ def test_stagnation_stops_a_search_that_no_longer_improves(
 ) -> None:
     assert plan(replace(STATE, running=0, **change)).halt == reason
     assert plan(replace(STATE, running=0, trials_since_best=19, stagnation_trials=20)).halt is None
+
+
+def test_an_agent_rests_after_three_endpoint_failures_in_a_row_longer_each_time() -> None:
+    failures = {
+        "twice": (2, 1.0),  # not yet a streak
+        "fresh": (3, 10.0),  # rests 30 s
+        "rested": (3, 31.0),  # its 30 s are over: one more probe
+        "again": (4, 59.0),  # 60 s after the fourth
+        "long": (40, REST_MAX_S - 1),  # capped
+    }
+
+    assert resting(failures) == {"fresh", "again", "long"}
+    assert resting({"long": (40, REST_MAX_S + 1)}) == set()
+
+
+def test_resting_agents_get_no_turns_and_a_search_of_only_resting_agents_waits() -> None:
+    roster = [("opt", "llm", 1.0), ("arch", "llm", 1.0)]
+    some = replace(STATE, agent_weights=eligible(roster, False, resting={"opt"}))
+    none = replace(STATE, running=0, agent_weights=eligible(roster, False, resting={"opt", "arch"}))
+
+    assert plan(some).propose == ("arch", "arch")
+    assert plan(none) == Plan()  # nothing to do yet, and not finished either

@@ -1,4 +1,5 @@
-"""trial_rollup: settled trial aggregates per block, agent and label; search.rollup_blocks
+"""trial_rollup: settled trial aggregates per block, agent and label; search.rollup_blocks;
+an index of each agent's trials by number
 
 Revision ID: 2026_11_28_trial_rollup
 Revises: 2026_11_28_edit_hash
@@ -37,6 +38,8 @@ def upgrade() -> None:
         sa.Column("cost_usd", sa.Float(), nullable=False),
     )
     op.create_index("ix_trial_rollup_search_block", "trial_rollup", ["search_id", "block"])
+    # An agent's latest proposals, for the scheduler's endpoint-failure streak.
+    op.create_index("ix_trial_agent_number", "trial", ["agent_id", "number"])
     with op.batch_alter_table("search") as batch:
         # Searches from before this revision start at 0: their page sums the trials.
         batch.add_column(
@@ -47,5 +50,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("search") as batch:
         batch.drop_column("rollup_blocks")
+    op.drop_index("ix_trial_agent_number", table_name="trial")
     op.drop_index("ix_trial_rollup_search_block", table_name="trial_rollup")
     op.drop_table("trial_rollup")
