@@ -254,7 +254,13 @@ def search_submit(
     url = settings.resolved_database_url
     db.ensure_schema_current(url)
     with db.session_scope(url) as session:
-        search = searches.create_search(session, spec, repos_dir=settings.repos_dir, actor="cli")
+        search = searches.create_search(
+            session,
+            spec,
+            repos_dir=settings.repos_dir,
+            actor="cli",
+            import_roots=settings.import_root_paths,
+        )
         search_id, base = search.id, search.base_commit
     typer.echo(f"search {search_id} created ({spec.name}, recipe at {base[:12]})")
 

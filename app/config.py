@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         default="",
         description="GPUs this trial worker hands out, e.g. '0,1' (NVIDIA runtime ids).",
     )
+    import_roots: str = Field(
+        default="",
+        description="Comma-separated directories that a search's local repo, evaluator and "
+        "data must lie under (empty: anywhere); set it when others can reach the API.",
+    )
     visibility_timeout_s: int = Field(
         default=24 * 3600,
         description="Redis redelivers an unacknowledged task after this; above any trial budget.",
@@ -94,6 +99,10 @@ class Settings(BaseSettings):
     @property
     def gpus(self) -> tuple[str, ...]:
         return tuple(gpu.strip() for gpu in self.gpu_ids.split(",") if gpu.strip())
+
+    @property
+    def import_root_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(root.strip()) for root in self.import_roots.split(",") if root.strip())
 
     @property
     def repos_dir(self) -> Path:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
@@ -52,14 +54,25 @@ class SearchStats:
     best_score: float | None = None
 
 
-def check_local_paths(spec: SearchSpec) -> None:
-    """Local paths must be absolute (the server knows no caller's cwd) and must exist."""
+def check_local_paths(spec: SearchSpec, roots: Sequence[Path] = ()) -> None:
+    """Local paths must be absolute (the server knows no caller's cwd) and must exist.
+
+    With import roots set, they must also lie under one (after symlinks are
+    resolved), `file://` repos included: a caller of the API must not make
+    the service read whatever directory it can.
+    """
     errors = []
-    for field, path in spec.local_paths().items():
+    paths = spec.local_paths()
+    if spec.repo.startswith("file://"):
+        paths["repo"] = unquote(urlsplit(spec.repo).path)
+    for field, path in paths.items():
         if not Path(path).is_absolute():
             message = "must be an absolute path on the server (or a git URL for repo)"
         elif not Path(path).is_dir():
             message = f"no such directory on the server: {path}"
+        elif roots and not any(Path(path).resolve().is_relative_to(r.resolve()) for r in roots):
+            allowed = ", ".join(str(root) for root in roots)
+            message = f"{path} is outside the server's import roots ({allowed})"
         else:
             continue
         errors.append({"field": field, "message": message})
@@ -68,8 +81,15 @@ def check_local_paths(spec: SearchSpec) -> None:
         raise InvalidSpec(f"invalid search spec: {summary}", detail=errors)
 
 
-def create_search(session: Session, spec: SearchSpec, *, repos_dir: Path, actor: str) -> Search:
-    check_local_paths(spec)
+def create_search(
+    session: Session,
+    spec: SearchSpec,
+    *,
+    repos_dir: Path,
+    actor: str,
+    import_roots: Sequence[Path] = (),
+) -> Search:
+    check_local_paths(spec, import_roots)
     stored = spec.model_copy(update={"repo": redact_url(spec.repo)}) if is_url(spec.repo) else spec
     search = Search(
         name=spec.name,

@@ -1,12 +1,14 @@
 """With TRIALFORGE_API_TOKEN set, every write needs the bearer token; secrets never leak.
 
 Reads stay open so a dashboard can be shared read-only; a refused write
-changes nothing.
+changes nothing. With TRIALFORGE_IMPORT_ROOTS set, a search reads local
+directories only under those roots, however the path is spelled.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -84,3 +86,40 @@ def test_credentials_in_a_repo_url_never_reach_the_response_or_the_log(
     assert response.json()["detail"][0]["field"] == "repo"
     assert "hunter2-password" not in response.text
     assert "hunter2-password" not in caplog.text
+
+
+@pytest.mark.parametrize("spelling", ["outside", "symlink", "file-url"])
+def test_with_import_roots_a_search_cannot_read_directories_outside_them(
+    settings: Settings, recipe: Recipe, tmp_path: Path, spelling: str
+) -> None:
+    root = tmp_path / "imports"
+    root.mkdir()
+    spec = spec_dict(recipe)
+    if spelling == "symlink":  # inside the root by name, outside once resolved
+        (root / "recipe").symlink_to(recipe.repo)
+        (root / "evaluator").symlink_to(recipe.evaluator)
+        spec["repo"], spec["evaluator"]["path"] = str(root / "recipe"), str(root / "evaluator")
+    elif spelling == "file-url":
+        spec["repo"] = recipe.repo.as_uri()
+    rooted = settings.model_copy(update={"import_roots": f" {root} ,"})
+
+    with TestClient(create_app(rooted)) as client:
+        response = client.post("/api/searches", json=spec)
+        listed = client.get("/api/searches").json()["total"]
+
+    assert response.status_code == 422
+    fields = {error["field"]: error["message"] for error in response.json()["detail"]}
+    assert "outside the server's import roots" in fields["repo"]
+    assert "evaluator.path" in fields
+    assert listed == 0
+
+
+def test_with_import_roots_a_search_under_them_is_created(
+    settings: Settings, recipe: Recipe
+) -> None:
+    rooted = settings.model_copy(update={"import_roots": str(recipe.repo.parent)})
+
+    with TestClient(create_app(rooted)) as client:
+        response = client.post("/api/searches", json=spec_dict(recipe))
+
+    assert response.status_code == 201, response.text

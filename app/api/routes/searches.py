@@ -43,7 +43,13 @@ def _out(session: SessionDep, search_id: int) -> SearchOut:
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteGuard])
 def create_search(spec: SearchSpec, session: SessionDep, settings: SettingsDep) -> SearchOut:
     """Import the recipe, record the roster and the baseline trial, and start the search."""
-    search = searches.create_search(session, spec, repos_dir=settings.repos_dir, actor="api")
+    search = searches.create_search(
+        session,
+        spec,
+        repos_dir=settings.repos_dir,
+        actor="api",
+        import_roots=settings.import_root_paths,
+    )
     return _out(session, search.id)
 
 
