@@ -11,8 +11,9 @@ import hashlib
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
+from typing import Self
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.spec import TRIALS_QUEUE
@@ -44,6 +45,11 @@ class Settings(BaseSettings):
     sandbox_backend: SandboxBackend = SandboxBackend.AUTO
     api_token: SecretStr | None = Field(
         default=None, description="When set, every write to the API needs `Bearer <token>`."
+    )
+    private: bool = Field(
+        default=False,
+        description="Reads need the token too: API requests its bearer header, dashboard "
+        "pages a sign-in at /login. Needs api_token.",
     )
     llm_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint (OpenAI, vLLM, Ollama)."
@@ -89,6 +95,12 @@ class Settings(BaseSettings):
         if self.broker_url:
             return self.broker_url
         return f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @model_validator(mode="after")
+    def _private_needs_a_token(self) -> Self:
+        if self.private and self.api_token is None:
+            raise ValueError("TRIALFORGE_PRIVATE needs TRIALFORGE_API_TOKEN: the token to sign in")
+        return self
 
     @property
     def namespace(self) -> str:

@@ -46,6 +46,10 @@ class Unauthorized(TrialforgeError):
     status_code = 401
 
 
+class SignInRequired(Unauthorized):
+    """A read on a private server without the token; dashboard pages go to /login."""
+
+
 class SchemaOutdated(TrialforgeError):
     """The database is behind the code's migrations; the message says how to upgrade."""
 

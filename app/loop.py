@@ -238,7 +238,8 @@ def _resting(session: Session, search: Search, now: datetime) -> set[str]:
                 break
             streak += 1
         if streak:
-            failures[agent.name] = (streak, (now - latest[0].finished_at).total_seconds())
+            failed_at = latest[0].finished_at or now
+            failures[agent.name] = (streak, (now - failed_at).total_seconds())
     rest = resting(failures)
     if rest:
         logger.warning("agents.resting search_id=%s agents=%s", search.id, sorted(rest))

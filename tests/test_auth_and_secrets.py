@@ -1,8 +1,9 @@
 """With TRIALFORGE_API_TOKEN set, every write needs the bearer token; secrets never leak.
 
-Reads stay open so a dashboard can be shared read-only; a refused write
-changes nothing. With TRIALFORGE_IMPORT_ROOTS set, a search reads local
-directories only under those roots, however the path is spelled.
+Reads stay open so a dashboard can be shared read-only, unless the server
+is private: then API requests need the header too and dashboard pages a
+sign-in. A refused write changes nothing. With TRIALFORGE_IMPORT_ROOTS set,
+a search reads local directories only under those roots, however spelled.
 """
 
 from __future__ import annotations
@@ -123,3 +124,53 @@ def test_with_import_roots_a_search_under_them_is_created(
         response = client.post("/api/searches", json=spec_dict(recipe))
 
     assert response.status_code == 201, response.text
+
+
+@pytest.fixture
+def private(settings: Settings) -> Iterator[TestClient]:
+    locked = settings.model_copy(update={"api_token": SecretStr(TOKEN), "private": True})
+    with TestClient(create_app(locked), follow_redirects=False) as test_client:
+        yield test_client
+
+
+def test_on_a_private_server_every_read_needs_the_token_or_a_sign_in(
+    private: TestClient, recipe: Recipe
+) -> None:
+    created = private.post("/api/searches", json=spec_dict(recipe), headers=AUTH)
+    assert created.status_code == 201
+    search_id = created.json()["id"]
+
+    assert private.get("/api/searches").status_code == 401
+    assert private.get(f"/api/searches/{search_id}/lineage").status_code == 401
+    assert private.get(f"/searches/{search_id}/live").status_code == 401
+    assert private.get("/api/searches", headers=AUTH).json()["total"] == 1
+    page = private.get(f"/searches/{search_id}?format=json")
+    assert page.status_code == 303
+    assert page.headers["location"] == f"/login?next=%2Fsearches%2F{search_id}%3Fformat%3Djson"
+    assert private.get("/healthz").status_code == 200
+    assert private.get("/static/style.css").status_code == 200
+
+    wrong = private.post("/login", data={"token": "guess", "next": "/"})
+    assert wrong.status_code == 401 and "not the token" in wrong.text
+    assert private.get("/").status_code == 303
+
+    signed = private.post("/login", data={"token": TOKEN, "next": f"/searches/{search_id}"})
+    assert signed.status_code == 303 and signed.headers["location"] == f"/searches/{search_id}"
+    cookie = signed.headers["set-cookie"]
+    assert TOKEN not in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert private.get(f"/searches/{search_id}").status_code == 200
+    assert private.get("/api/searches").status_code == 200  # the sign-in serves the API too
+
+    private.post("/logout")
+    assert private.get("/").status_code == 303
+
+
+def test_a_sign_in_never_redirects_off_the_server(private: TestClient) -> None:
+    for target in ("https://evil.example/", "//evil.example/", "javascript:alert(1)"):
+        signed = private.post("/login", data={"token": TOKEN, "next": target})
+        assert signed.headers["location"] == "/"
+
+
+def test_a_private_server_without_a_token_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="TRIALFORGE_PRIVATE needs TRIALFORGE_API_TOKEN"):
+        Settings(private=True)

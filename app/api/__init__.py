@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app import dashboard, db
 from app.api import errors
-from app.api.deps import SettingsDep
+from app.api.deps import ReadGuard, SettingsDep
 from app.api.routes import searches, trials
 from app.api.schemas import HealthOut
 from app.config import Settings
@@ -37,8 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
-    app.include_router(searches.router)
-    app.include_router(trials.router)
+    app.include_router(searches.router, dependencies=[ReadGuard])
+    app.include_router(trials.router, dependencies=[ReadGuard])
     dashboard.install(app)
 
     @app.get("/healthz", tags=["health"], responses={503: {"model": HealthOut}})

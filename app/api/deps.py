@@ -1,7 +1,8 @@
-"""Request-scoped dependencies: settings, the one session per request, the write guard."""
+"""Request-scoped dependencies: settings, the one session per request, the guards."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterator
 from typing import Annotated
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import session_scope
-from app.errors import Unauthorized
+from app.errors import SignInRequired, Unauthorized
 
 
 def get_settings(request: Request) -> Settings:
@@ -32,16 +33,49 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
+SESSION_COOKIE = "trialforge_session"
+
+
+def token_matches(settings: Settings, supplied: str) -> bool:
+    assert settings.api_token is not None
+    return hmac.compare_digest(supplied.encode(), settings.api_token.get_secret_value().encode())
+
+
+def session_value(settings: Settings) -> str:
+    """What a signed-in browser's cookie holds: derived from the token, not the token."""
+    assert settings.api_token is not None
+    key = settings.api_token.get_secret_value().encode()
+    return hmac.new(key, b"trialforge dashboard session", hashlib.sha256).hexdigest()
+
+
+def _bearer(settings: Settings, authorization: str | None) -> bool:
+    scheme, _, supplied = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and token_matches(settings, supplied)
+
+
 def require_token(
     settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
 ) -> None:
     """Writes need `Authorization: Bearer <token>` when TRIALFORGE_API_TOKEN is set."""
-    if settings.api_token is None:
-        return
-    scheme, _, supplied = (authorization or "").partition(" ")
-    expected = settings.api_token.get_secret_value()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(supplied.encode(), expected.encode()):
+    if settings.api_token is not None and not _bearer(settings, authorization):
         raise Unauthorized("writes need the header `Authorization: Bearer <TRIALFORGE_API_TOKEN>`")
 
 
+def require_reader(
+    request: Request,
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    """On a private server, reads need the bearer token or a dashboard sign-in."""
+    if not settings.private or _bearer(settings, authorization):
+        return
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    if not hmac.compare_digest(cookie.encode(), session_value(settings).encode()):
+        raise SignInRequired(
+            "this server is private: send `Authorization: Bearer <TRIALFORGE_API_TOKEN>`, "
+            "or sign in at /login"
+        )
+
+
 WriteGuard = Depends(require_token)
+ReadGuard = Depends(require_reader)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from app.errors import TrialforgeError, Unauthorized
+from app.errors import SignInRequired, TrialforgeError, Unauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ async def trialforge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TrialforgeError)
     if exc.status_code >= 500:
         logger.error("api.error path=%s error=%s", request.url.path, exc.message)
+    if _is_page(request) and isinstance(exc, SignInRequired):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
     if _is_page(request):
         from app.dashboard import templates
 

@@ -32,7 +32,14 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from app import searches, trials
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import (
+    SESSION_COOKIE,
+    ReadGuard,
+    SessionDep,
+    SettingsDep,
+    session_value,
+    token_matches,
+)
 from app.config import Settings
 from app.dashboard import charts, views
 from app.dashboard.context import as_data
@@ -48,17 +55,19 @@ HERE = Path(__file__).parent
 LIVE_POLL_S = 1.0  # how often the event stream looks for progress
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(include_in_schema=False)
+sign_in = APIRouter(include_in_schema=False)  # open on a private server, as /static is
 
 
 def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    app.include_router(router)
+    app.include_router(router, dependencies=[ReadGuard])
+    app.include_router(sign_in)
 
 
 def _page(request: Request, template: str, **context: Any) -> Response:
     """The page, or with `?format=json` the context it renders, as data."""
     settings: Settings = request.app.state.settings
-    context = {"auth": settings.api_token is not None, **context}
+    context = {"auth": settings.api_token is not None, "private": settings.private, **context}
     if request.query_params.get("format") == "json":
         return JSONResponse(as_data(context))
     return templates.TemplateResponse(request, template, context)
@@ -239,6 +248,51 @@ def rerun(
     copy = searches.rerun_trial(session, trial_id, actor="dashboard")
     session.flush()
     return RedirectResponse(f"/trials/{copy.id}", status_code=303)
+
+
+@sign_in.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, settings: SettingsDep, next: str = "/") -> Response:
+    if not settings.private:
+        return RedirectResponse(_local(next), status_code=303)  # nothing to sign in to
+    return templates.TemplateResponse(
+        request, "login.html", {"next": _local(next), "auth": False, "failed": False}
+    )
+
+
+@sign_in.post("/login")
+def login(
+    request: Request,
+    settings: SettingsDep,
+    token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    """Sign a browser in on a private server: a cookie derived from the token, not the token."""
+    if not settings.private:
+        return RedirectResponse(_local(next), status_code=303)
+    if not token_matches(settings, token):
+        context = {"next": _local(next), "auth": False, "failed": True}
+        return templates.TemplateResponse(request, "login.html", context, status_code=401)
+    response = RedirectResponse(_local(next), status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_value(settings),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@sign_in.post("/logout")
+def logout() -> RedirectResponse:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+def _local(target: str) -> str:
+    """Only a path on this server: a sign-in must not redirect elsewhere."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
 
 
 @router.get("/searches/{search_id}/live")
