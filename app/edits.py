@@ -139,6 +139,10 @@ def _replace_once(index: int, edit: Replace, current: str | None) -> str:
         return edit.replace
     if not edit.search:
         raise MalformedEdit(f'edits[{index}]: {edit.path!r} exists; "search" must not be empty')
+    if "\r" not in current:  # a model's CRLF against a file with LF endings: keep the file's
+        edit = Replace(
+            edit.path, edit.search.replace("\r\n", "\n"), edit.replace.replace("\r\n", "\n")
+        )
     found = current.count(edit.search)
     if found != 1:
         where = "does not occur" if found == 0 else f"occurs {found} times"

@@ -99,3 +99,12 @@ def test_a_raw_diff_passes_through_for_git_to_judge() -> None:
 
 def _show(store: GitStore, commit: str, path: str) -> str | None:
     return store.show_file(commit, path) if path in store.list_files(commit) else None
+
+
+def test_windows_line_endings_in_an_edit_follow_the_file_they_edit() -> None:
+    edit = Replace("train.py", "LR = 0.1\r\nEPOCHS = 3", "LR = 0.05\r\nEPOCHS = 4")
+
+    diff = render_diff([edit], read)
+
+    assert "\r" not in diff
+    assert "+LR = 0.05\n+EPOCHS = 4\n" in diff
