@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Event, Search, Trial
-from app.searches import get_search, search_stats
+from app.searches import SearchStats, get_search, search_stats
 from app.states import Direction
 
 
@@ -34,9 +34,12 @@ class HaltReport:
     sandbox_seconds: float
 
 
-def halt_report(session: Session, search_id: int) -> HaltReport:
+def halt_report(
+    session: Session, search_id: int, stats: SearchStats | None = None
+) -> HaltReport:
+    """`stats`: the search's, when the caller has them already (a page that shows both)."""
     search: Search = get_search(session, search_id)
-    stats = search_stats(session, [search_id])[search_id]
+    stats = stats or search_stats(session, [search_id])[search_id]
     maximize = search.spec["evaluator"]["direction"] == Direction.MAXIMIZE
     improvement = None
     if stats.best_score is not None and stats.baseline_score is not None:

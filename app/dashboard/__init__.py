@@ -127,7 +127,7 @@ def search_page(search_id: int, request: Request, session: SessionDep) -> Respon
         ),
         label_colours=charts.LABEL_COLOURS,
         actions=[a for a in SearchAction if _allowed(search.status, a)],
-        report=halt_report(session, search_id),
+        report=halt_report(session, search_id, stats),
     )
 
 
