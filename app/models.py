@@ -203,7 +203,7 @@ class Trial(Base):
 
 
 class TrialRollup(Base):
-    """Aggregates of settled trials per block of trial numbers, agent and label.
+    """Aggregates of settled trials per block of trial numbers, agent, status and label.
 
     A trial below a search's lowest unfinished number never changes again, so
     its block is summed once (`app.rollup`) and the search page re-reads a few
@@ -217,13 +217,17 @@ class TrialRollup(Base):
     search_id: Mapped[int] = mapped_column(ForeignKey("search.id", ondelete="CASCADE"))
     block: Mapped[int] = mapped_column(Integer, doc="Trial numbers block*BLOCK .. +BLOCK-1.")
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"))
-    label: Mapped[Label] = mapped_column(StrEnumColumn(Label, 32))
+    status: Mapped[TrialStatus] = mapped_column(
+        StrEnumColumn(TrialStatus, 16), doc="finished or cancelled: what settles."
+    )
+    label: Mapped[Label | None] = mapped_column(StrEnumColumn(Label, 32))
     count: Mapped[int] = mapped_column(Integer)
     best: Mapped[float | None] = mapped_column(Float, doc="Best score, by the search's direction.")
     wins: Mapped[int] = mapped_column(Integer, doc="ok trials that beat their parent.")
     best_delta: Mapped[float | None] = mapped_column(Float, doc="Largest gain of an ok trial.")
     tokens: Mapped[int] = mapped_column(BigInteger)
     cost_usd: Mapped[float] = mapped_column(Float)
+    wallclock_s: Mapped[float] = mapped_column(Float, doc="Sandbox time of their runs.")
 
 
 class Event(Base):

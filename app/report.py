@@ -34,9 +34,7 @@ class HaltReport:
     sandbox_seconds: float
 
 
-def halt_report(
-    session: Session, search_id: int, stats: SearchStats | None = None
-) -> HaltReport:
+def halt_report(session: Session, search_id: int, stats: SearchStats | None = None) -> HaltReport:
     """`stats`: the search's, when the caller has them already (a page that shows both)."""
     search: Search = get_search(session, search_id)
     stats = stats or search_stats(session, [search_id])[search_id]

@@ -2,11 +2,11 @@
 
 Trial numbers only grow, and a trial numbered below a search's lowest
 unfinished one is finished (or cancelled) for good. So every whole block of
-`BLOCK` numbers below that line can be aggregated by agent and label once and
-stored (`trial_rollup`); the page sums a few thousand stored rows plus the
-live tail instead of a large search's every trial. The scheduler's tick
-advances the line while it holds the search row, so two writers never sum
-the same block.
+`BLOCK` numbers below that line can be aggregated by agent, status and label
+once and stored (`trial_rollup`); the search page and a search's totals sum
+a few thousand stored rows plus the live tail instead of a large search's
+every trial. The scheduler's tick advances the line while it holds the
+search row, so two writers never sum the same block.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sqlalchemy import case, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from app.models import Search, Trial, TrialRollup
-from app.states import UNFINISHED, Direction, Label, TrialStatus
+from app.states import UNFINISHED, Direction, Label
 
 BLOCK = 128  # trial numbers per stored block: a power of two, as chart bucket widths are
 
@@ -53,6 +53,7 @@ def advance(session: Session, search: Search, direction: Direction) -> int:
             literal(search.id),
             block,
             Trial.agent_id,
+            Trial.status,
             Trial.label,
             func.count(),
             best,
@@ -60,18 +61,17 @@ def advance(session: Session, search: Search, direction: Direction) -> int:
             func.max(case((ok, Trial.delta))),
             func.coalesce(func.sum(Trial.tokens_in + Trial.tokens_out), 0),
             func.coalesce(func.sum(Trial.cost_usd), 0.0),
+            func.coalesce(func.sum(Trial.wallclock_s), 0.0),
         )
         .where(
             Trial.search_id == search.id,
             Trial.number >= done * BLOCK,
             Trial.number < settled * BLOCK,
-            Trial.status == TrialStatus.FINISHED,
-            Trial.label.is_not(None),
         )
-        .group_by(block, Trial.agent_id, Trial.label)
+        .group_by(block, Trial.agent_id, Trial.status, Trial.label)
     )
-    columns = ["search_id", "block", "agent_id", "label", "count", "best", "wins", "best_delta",
-               "tokens", "cost_usd"]  # fmt: skip
+    columns = ["search_id", "block", "agent_id", "status", "label", "count", "best", "wins",
+               "best_delta", "tokens", "cost_usd", "wallclock_s"]  # fmt: skip
     session.execute(insert(TrialRollup).from_select(columns, sums))
     search.rollup_blocks = settled
     return settled

@@ -22,8 +22,9 @@ from app import events
 from app.errors import Conflict, InvalidSpec, NotFound
 from app.fingerprint import directory_digest
 from app.gitstore import GitStore, redact_url
-from app.models import Agent, Search, Trial, utcnow
+from app.models import Agent, Search, Trial, TrialRollup, utcnow
 from app.pagination import Page, decode_cursor, encode_cursor
+from app.rollup import BLOCK
 from app.spec import SearchSpec, is_url
 from app.states import (
     SEARCH_TRANSITIONS,
@@ -164,22 +165,38 @@ def list_searches(
 def search_stats(session: Session, search_ids: list[int]) -> dict[int, SearchStats]:
     if not search_ids:
         return {}
-    rows = session.execute(
+    # Settled trials from their stored blocks (`app.rollup`), the rest live.
+    stored = select(
+        TrialRollup.search_id,
+        func.sum(TrialRollup.count),
+        func.sum(case((TrialRollup.status == TrialStatus.FINISHED, TrialRollup.count), else_=0)),
+        func.sum(case((TrialRollup.label == Label.OK, TrialRollup.count), else_=0)),
+        func.sum(TrialRollup.cost_usd),
+        func.sum(TrialRollup.wallclock_s),
+    ).where(TrialRollup.search_id.in_(search_ids))
+    live = (
         select(
             Trial.search_id,
             func.count(),
             func.count(case((Trial.status == TrialStatus.FINISHED, 1))),
             func.count(case((Trial.label == Label.OK, 1))),
-            func.coalesce(func.sum(Trial.cost_usd), 0.0),
-            func.coalesce(func.sum(Trial.wallclock_s), 0.0),
+            func.sum(Trial.cost_usd),
+            func.sum(Trial.wallclock_s),
         )
-        .where(Trial.search_id.in_(search_ids))
-        .group_by(Trial.search_id)
+        .join(Search, Search.id == Trial.search_id)
+        .where(Trial.search_id.in_(search_ids), Trial.number >= Search.rollup_blocks * BLOCK)
     )
-    counts = {
-        search_id: (total, finished, ok, float(cost or 0.0), float(busy or 0.0))
-        for search_id, total, finished, ok, cost, busy in rows
-    }
+    counts: dict[int, tuple[int, int, int, float, float]] = {}
+    for query in (stored.group_by(TrialRollup.search_id), live.group_by(Trial.search_id)):
+        for search_id, total, finished, ok, cost, busy in session.execute(query):
+            seen = counts.get(search_id, (0, 0, 0, 0.0, 0.0))
+            counts[search_id] = (
+                seen[0] + int(total),
+                seen[1] + int(finished or 0),
+                seen[2] + int(ok or 0),
+                seen[3] + float(cost or 0.0),
+                seen[4] + float(busy or 0.0),
+            )
     baseline = dict(
         session.execute(
             select(Trial.search_id, Trial.score).where(

@@ -1,13 +1,15 @@
 """Stored blocks of settled trials: each trial summed once, and the page unchanged by them.
 
 Invariants: only whole blocks below the lowest unfinished trial are stored;
-advancing twice stores nothing twice; the search page drawn from stored
-blocks plus the live tail shows exactly what summing every trial shows.
+advancing twice stores nothing twice; the search page and the search's
+totals from stored blocks plus the live tail are exactly what summing every
+trial gives, cancelled trials included in the totals and never drawn.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import func, insert, select, update
@@ -18,6 +20,7 @@ from app.config import Settings
 from app.dashboard.views import search_view
 from app.models import Agent, Search, Trial, TrialRollup
 from app.rollup import BLOCK
+from app.searches import search_stats
 from app.states import Direction, Label, TrialStatus
 from tests.factories import Recipe, seeded_search
 
@@ -45,6 +48,7 @@ def grow(session: Session, search: Search, until: int, *, running: set[int] = fr
             "label": None if live else label, "score": None if live else score,
             "delta": None if score is None or live else score - 0.6,
             "tokens_in": 100, "tokens_out": number % 7, "cost_usd": 0.001,
+            "wallclock_s": None if live else 1.5,
         })  # fmt: skip
     session.execute(insert(Trial), rows)
     session.flush()
@@ -97,7 +101,13 @@ def test_the_search_page_from_stored_blocks_matches_summing_every_trial(
     # stored blocks: a bucket straddles the stored line.
     size = 300 * BLOCK + 1000
     grow(session, search, size, running={size - 5, size - 2})
+    session.execute(  # a cancelled trial among the settled ones: counted, never drawn
+        update(Trial)
+        .where(Trial.search_id == search.id, Trial.number == 3 * BLOCK + 1)
+        .values(status=TrialStatus.CANCELLED, label=None, score=None, delta=None)
+    )
     every = search_view(session, search)
+    totals = search_stats(session, [search.id])
 
     stored = rollup.advance(session, search, Direction(direction))
     assert stored == (size - 5) // BLOCK and stored % 2 == 1
@@ -109,6 +119,10 @@ def test_the_search_page_from_stored_blocks_matches_summing_every_trial(
             for b in view.buckets  # type: ignore[attr-defined]
         )
 
+    summed, before = search_stats(session, [search.id])[search.id], totals[search.id]
+    assert replace(summed, cost_usd=0.0) == replace(before, cost_usd=0.0)
+    assert summed.cost_usd == pytest.approx(before.cost_usd)  # summed in another order
+    assert (before.trials_total, before.trials_finished) == (size, size - 3)
     assert drawn.leaderboard == every.leaderboard
     assert drawn.labels == every.labels
     assert buckets(drawn) == buckets(every)

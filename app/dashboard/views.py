@@ -144,7 +144,7 @@ def _stored(session: Session, search_id: int, direction: Direction, width: int) 
             func.sum(TrialRollup.tokens),
             func.sum(TrialRollup.cost_usd),
         )
-        .where(TrialRollup.search_id == search_id)
+        .where(TrialRollup.search_id == search_id, TrialRollup.status == TrialStatus.FINISHED)
         .group_by(slot, TrialRollup.agent_id, TrialRollup.label)
     )
     return _as_rows(session, query, width)

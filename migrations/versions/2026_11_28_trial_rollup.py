@@ -1,4 +1,5 @@
-"""trial_rollup: settled trial aggregates per block, agent and label; search.rollup_blocks;
+"""trial_rollup: settled trial aggregates per block, agent, status and label;
+search.rollup_blocks;
 an index of each agent's trials by number
 
 Revision ID: 2026_11_28_trial_rollup
@@ -29,13 +30,15 @@ def upgrade() -> None:
         ),
         sa.Column("block", sa.Integer(), nullable=False),
         sa.Column("agent_id", sa.Integer(), sa.ForeignKey("agent.id", ondelete="CASCADE")),
-        sa.Column("label", sa.String(32), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("label", sa.String(32)),
         sa.Column("count", sa.Integer(), nullable=False),
         sa.Column("best", sa.Float()),
         sa.Column("wins", sa.Integer(), nullable=False),
         sa.Column("best_delta", sa.Float()),
         sa.Column("tokens", sa.BigInteger(), nullable=False),
         sa.Column("cost_usd", sa.Float(), nullable=False),
+        sa.Column("wallclock_s", sa.Float(), nullable=False),
     )
     op.create_index("ix_trial_rollup_search_block", "trial_rollup", ["search_id", "block"])
     # An agent's latest proposals, for the scheduler's endpoint-failure streak.
