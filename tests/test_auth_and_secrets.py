@@ -158,8 +158,11 @@ def test_on_a_private_server_every_read_needs_the_token_or_a_sign_in(
     assert signed.status_code == 303 and signed.headers["location"] == f"/searches/{search_id}"
     cookie = signed.headers["set-cookie"]
     assert TOKEN not in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
-    assert private.get(f"/searches/{search_id}").status_code == 200
+    page = private.get(f"/searches/{search_id}")
+    assert page.status_code == 200 and 'name="token"' not in page.text  # signed in is enough
     assert private.get("/api/searches").status_code == 200  # the sign-in serves the API too
+    assert private.post(f"/searches/{search_id}/pause").status_code == 303
+    assert private.get(f"/api/searches/{search_id}").json()["status"] == "paused"
 
     private.post("/logout")
     assert private.get("/").status_code == 303

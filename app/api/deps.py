@@ -48,6 +48,13 @@ def session_value(settings: Settings) -> str:
     return hmac.new(key, b"trialforge dashboard session", hashlib.sha256).hexdigest()
 
 
+def signed_in(request: Request, settings: Settings) -> bool:
+    """A browser signed in at /login on a private server."""
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    expected = session_value(settings) if settings.private else ""
+    return bool(expected) and hmac.compare_digest(cookie.encode(), expected.encode())
+
+
 def _bearer(settings: Settings, authorization: str | None) -> bool:
     scheme, _, supplied = (authorization or "").partition(" ")
     return scheme.lower() == "bearer" and token_matches(settings, supplied)
@@ -69,8 +76,7 @@ def require_reader(
     """On a private server, reads need the bearer token or a dashboard sign-in."""
     if not settings.private or _bearer(settings, authorization):
         return
-    cookie = request.cookies.get(SESSION_COOKIE, "")
-    if not hmac.compare_digest(cookie.encode(), session_value(settings).encode()):
+    if not signed_in(request, settings):
         raise SignInRequired(
             "this server is private: send `Authorization: Bearer <TRIALFORGE_API_TOKEN>`, "
             "or sign in at /login"

@@ -12,7 +12,6 @@ resume, cancel, re-run) are HTML forms that carry the API token when
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 from collections.abc import AsyncIterator
 from enum import StrEnum
@@ -38,6 +37,7 @@ from app.api.deps import (
     SessionDep,
     SettingsDep,
     session_value,
+    signed_in,
     token_matches,
 )
 from app.config import Settings
@@ -67,17 +67,22 @@ def install(app: FastAPI) -> None:
 def _page(request: Request, template: str, **context: Any) -> Response:
     """The page, or with `?format=json` the context it renders, as data."""
     settings: Settings = request.app.state.settings
-    context = {"auth": settings.api_token is not None, "private": settings.private, **context}
+    # A private server's pages are seen only signed in, and a sign-in is enough to act.
+    asks = settings.api_token is not None and not settings.private
+    context = {"auth": asks, "private": settings.private, **context}
     if request.query_params.get("format") == "json":
         return JSONResponse(as_data(context))
     return templates.TemplateResponse(request, template, context)
 
 
-def _check_token(settings: Settings, token: str | None) -> None:
-    if settings.api_token is None:
+def _check_token(request: Request, settings: Settings, token: str | None) -> None:
+    """A write from a page: the token typed into its form, or a private server's sign-in.
+
+    The sign-in cookie is SameSite=Strict, so another site cannot post with it.
+    """
+    if settings.api_token is None or signed_in(request, settings):
         return
-    expected = settings.api_token.get_secret_value().encode()
-    if not hmac.compare_digest((token or "").encode(), expected):
+    if not token_matches(settings, token or ""):
         raise Unauthorized("this action needs the API token (TRIALFORGE_API_TOKEN)")
 
 
@@ -228,11 +233,12 @@ def compare_page(trial_id: int, request: Request, session: SessionDep) -> Respon
 def act(
     search_id: int,
     action: SearchAction,
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     token: Annotated[str | None, Form()] = None,
 ) -> RedirectResponse:
-    _check_token(settings, token)
+    _check_token(request, settings, token)
     searches.apply_action(session, search_id, action, actor="dashboard")
     return RedirectResponse(f"/searches/{search_id}", status_code=303)
 
@@ -240,11 +246,12 @@ def act(
 @router.post("/trials/{trial_id}/rerun")
 def rerun(
     trial_id: int,
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     token: Annotated[str | None, Form()] = None,
 ) -> RedirectResponse:
-    _check_token(settings, token)
+    _check_token(request, settings, token)
     copy = searches.rerun_trial(session, trial_id, actor="dashboard")
     session.flush()
     return RedirectResponse(f"/trials/{copy.id}", status_code=303)
