@@ -195,8 +195,10 @@ class DockerRunner:
         )
 
     def live_trials(self) -> set[int]:
+        # ignore_removed: a container its own worker removes while we list it is gone, not
+        # an error (docker-py inspects each listed container and would raise NotFound).
         containers = self._client.containers.list(
-            all=True, filters={"label": [TRIAL_LABEL, self._scope]}
+            all=True, ignore_removed=True, filters={"label": [TRIAL_LABEL, self._scope]}
         )
         return {int(container.labels[TRIAL_LABEL]) for container in containers}
 
@@ -218,7 +220,9 @@ class DockerRunner:
         removed = 0
         for selector in selectors:
             filters = {"label": [selector, self._scope]}
-            for container in self._client.containers.list(all=True, filters=filters):
+            for container in self._client.containers.list(
+                all=True, ignore_removed=True, filters=filters
+            ):
                 try:
                     container.remove(force=True)
                 except NotFound:

@@ -223,7 +223,7 @@ def test_a_search_runs_to_its_budget_and_learns_from_its_lineage(
 
     namespace = Settings(database_url=database_url).namespace
     ours = {"label": [TRIAL_LABEL, f"{NAMESPACE_LABEL}={namespace}"]}
-    assert docker_client.containers.list(all=True, filters=ours) == []
+    assert docker_client.containers.list(all=True, ignore_removed=True, filters=ours) == []
 
 
 def _export(database_url: str, search_id: int, data_dir: Path) -> list[str]:

@@ -66,7 +66,7 @@ def labelled(client: docker.DockerClient, database_url: str, trial_id: int) -> l
     """Containers of `trial_id` of this test's installation (not of anything else on the host)."""
     namespace = Settings(database_url=database_url).namespace
     labels = [f"{TRIAL_LABEL}={trial_id}", f"{NAMESPACE_LABEL}={namespace}"]
-    return list(client.containers.list(all=True, filters={"label": labels}))
+    return list(client.containers.list(all=True, ignore_removed=True, filters={"label": labels}))
 
 
 def test_a_trial_worker_killed_mid_trial_leaves_nothing_running_or_behind(

@@ -208,7 +208,9 @@ def test_no_labelled_container_is_left_after_a_deadline_kill(
         store[0], commit, spec, DockerRunner(docker_client), trial_id=4245, scratch_dir=tmp_path
     )
 
-    left = docker_client.containers.list(all=True, filters={"label": f"{TRIAL_LABEL}=4245"})
+    left = docker_client.containers.list(
+        all=True, ignore_removed=True, filters={"label": f"{TRIAL_LABEL}=4245"}
+    )
     assert left == []
 
 

@@ -24,7 +24,11 @@ EVALUATES = "print('{\"val_acc\": 1.0}')"
 
 
 def containers_of(client: docker.DockerClient, trial_id: int) -> list[object]:
-    return list(client.containers.list(all=True, filters={"label": f"{TRIAL_LABEL}={trial_id}"}))
+    return list(
+        client.containers.list(
+            all=True, ignore_removed=True, filters={"label": f"{TRIAL_LABEL}={trial_id}"}
+        )
+    )
 
 
 @pytest.mark.docker

@@ -35,7 +35,9 @@ class TestDockerRunner(RunnerContract):
     def leftovers(self, docker_client: docker.DockerClient) -> Callable[[int], int]:
         def containers_of(trial_id: int) -> int:
             labelled = {"label": f"{TRIAL_LABEL}={trial_id}"}
-            return len(docker_client.containers.list(all=True, filters=labelled))
+            return len(
+                docker_client.containers.list(all=True, ignore_removed=True, filters=labelled)
+            )
 
         return containers_of
 
