@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,12 +24,12 @@ from sqlalchemy import insert, select, text
 from app import rollup
 from app.api import create_app
 from app.config import Settings
-from app.db import get_engine, migrate, session_scope
+from app.db import get_engine, session_scope
 from app.models import Agent, Search, Trial
 from app.searches import create_search
 from app.spec import parse_spec
 from app.states import Direction, Label, TrialStatus
-from tests.conftest import drop_postgres_database, make_postgres_database
+from benchmarks.scratch import scratch_store
 from tests.factories import make_recipe, spec_dict
 
 BATCH = 5000
@@ -113,22 +112,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--database-url", help="a Postgres server (a scratch DB is made on it)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        if args.database_url:
-            url, name = make_postgres_database(args.database_url)
-        else:
-            url, name = f"sqlite:///{root / 'bench.db'}", ""
-        try:
-            migrate(url)
-            started = time.perf_counter()
-            search_id, trial_id = seed(url, root, args.trials)
-            seeded_s = time.perf_counter() - started
-            settle(url)
-            report(url, root, search_id, trial_id, args, seeded_s)
-        finally:
-            if name:
-                drop_postgres_database(args.database_url, name)
+    with scratch_store(args.database_url) as (url, root):
+        started = time.perf_counter()
+        search_id, trial_id = seed(url, root, args.trials)
+        seeded_s = time.perf_counter() - started
+        settle(url)
+        report(url, root, search_id, trial_id, args, seeded_s)
 
 
 def report(

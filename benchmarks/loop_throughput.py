@@ -19,17 +19,16 @@ Docker sandbox, proposed by the control arm, and reports:
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 from sqlalchemy import select
 
-from app.db import migrate, session_scope
+from app.db import session_scope
 from app.models import Search, Trial
 from app.searches import create_search
 from app.spec import parse_spec
 from app.states import SearchStatus
-from tests.conftest import drop_postgres_database, make_postgres_database
+from benchmarks.scratch import scratch_store
 from tests.loop_harness import deployment, loop_spec, make_loop_recipe
 from tests.test_worker_faults import CONTROL_ONLY
 
@@ -47,18 +46,8 @@ def main() -> None:
     parser.add_argument("--database-url", help="a Postgres server (a scratch DB is made on it)")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        if args.database_url:
-            url, name = make_postgres_database(args.database_url)
-        else:
-            url, name = f"sqlite:///{root / 'bench.db'}", ""
-        migrate(url)
-        try:
-            report = run(url, root, args)
-        finally:
-            if name:
-                drop_postgres_database(args.database_url, name)
+    with scratch_store(args.database_url) as (url, root):
+        report = run(url, root, args)
     print(report)  # noqa: T201
 
 

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 from sqlalchemy import select
 
 from app.config import Settings
-from app.db import migrate, session_scope
+from app.db import session_scope
 from app.gitstore import GitStore
 from app.models import Trial
 from app.proposing import load_job
 from app.searches import create_search
 from app.spec import parse_spec
 from app.states import Label, TrialStatus
+from benchmarks.scratch import scratch_store
 from tests.factories import add_trial, make_recipe, spec_dict
 from tests.fake_llm import FakeLLM
 from workers.agents.llm import LLMAgent
@@ -50,10 +50,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=30)
     parser.add_argument("--trials", type=int, default=500)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        url = f"sqlite:///{root / 'bench.db'}"
-        migrate(url)
+    with scratch_store(None) as (url, root):
         fake = FakeLLM({"opt": CALLS * args.sessions}, lambda agent, n: "done")
         with fake.running():
             settings = Settings(database_url=url, data_dir=root / "data",
