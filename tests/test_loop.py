@@ -42,6 +42,13 @@ def tick(database_url: str, search_id: int) -> list[loop.Send]:
         return loop.tick(session, search_id, heartbeat_s=HEARTBEAT_S, max_attempts=MAX_ATTEMPTS)
 
 
+def first_tick(database_url: str, search_id: int) -> tuple[int, list[int]]:
+    """A new search's first tick: (the baseline it dispatches, the proposals it asks for)."""
+    sends = tick(database_url, search_id)
+    (baseline,) = (s.trial_id for s in sends if s.task is loop.Task.RUN)
+    return baseline, [s.trial_id for s in sends if s.task is loop.Task.PROPOSE]
+
+
 def new_search(session: Session, settings: Settings, recipe: Recipe, **search: Any) -> int:
     raw = spec_dict(recipe)
     raw["budgets"]["search"] = {"max_trials": 6, "max_concurrent": 2, **search}
@@ -130,9 +137,7 @@ def test_only_a_strict_improvement_becomes_the_best(
     session: Session, settings: Settings, recipe: Recipe, database_url: str
 ) -> None:
     search_id = new_search(session, settings, recipe)
-    sends = tick(database_url, search_id)
-    baseline = next(s.trial_id for s in sends if s.task is loop.Task.RUN)
-    first, second = (s.trial_id for s in sends if s.task is loop.Task.PROPOSE)
+    baseline, (first, second) = first_tick(database_url, search_id)
     assert run_to_end(database_url, baseline, ran(Label.OK, 0.5))
     for proposal in (first, second):
         commit_proposal(database_url, proposal)
@@ -159,9 +164,8 @@ def test_trials_that_finish_before_the_baseline_are_judged_against_it_once_it_is
     kept: tuple[int, ...],
 ) -> None:
     search_id = new_search(session, settings, recipe, max_concurrent=3)
-    sends = tick(database_url, search_id)
-    baseline = next(s.trial_id for s in sends if s.task is loop.Task.RUN)
-    early = [s.trial_id for s in sends if s.task is loop.Task.PROPOSE][:2]
+    baseline, proposals = first_tick(database_url, search_id)
+    early = proposals[:2]
     for proposal in early:
         commit_proposal(database_url, proposal)
     tick(database_url, search_id)
@@ -251,9 +255,7 @@ def test_the_search_halts_at_max_trials_once_nothing_is_in_flight(
     session: Session, settings: Settings, recipe: Recipe, database_url: str
 ) -> None:
     search_id = new_search(session, settings, recipe, max_trials=3, max_concurrent=2)
-    sends = tick(database_url, search_id)
-    baseline = next(s.trial_id for s in sends if s.task is loop.Task.RUN)
-    proposals = [s.trial_id for s in sends if s.task is loop.Task.PROPOSE]
+    baseline, proposals = first_tick(database_url, search_id)
     assert run_to_end(database_url, baseline, ran(Label.OK, 0.5))
     for proposal in proposals:
         commit_proposal(database_url, proposal)
@@ -277,9 +279,7 @@ def test_a_failed_baseline_halts_the_search_and_drops_what_would_run_next(
     session: Session, settings: Settings, recipe: Recipe, database_url: str
 ) -> None:
     search_id = new_search(session, settings, recipe)
-    sends = tick(database_url, search_id)
-    baseline = next(s.trial_id for s in sends if s.task is loop.Task.RUN)
-    proposal = next(s.trial_id for s in sends if s.task is loop.Task.PROPOSE)
+    baseline, (proposal, *_) = first_tick(database_url, search_id)
     commit_proposal(database_url, proposal)
 
     assert run_to_end(database_url, baseline, ran(Label.CRASH, None))
@@ -310,9 +310,7 @@ def test_stagnation_halts_the_search_and_the_report_says_why_and_at_what_cost(
     session: Session, settings: Settings, recipe: Recipe, database_url: str, client: TestClient
 ) -> None:
     search_id = new_search(session, settings, recipe, stagnation_trials=2, max_concurrent=2)
-    sends = tick(database_url, search_id)
-    baseline = next(s.trial_id for s in sends if s.task is loop.Task.RUN)
-    proposals = [s.trial_id for s in sends if s.task is loop.Task.PROPOSE]
+    baseline, proposals = first_tick(database_url, search_id)
     assert run_to_end(database_url, baseline, ran(Label.OK, 0.5))
     for proposal in proposals:
         commit_proposal(database_url, proposal)
@@ -351,9 +349,7 @@ def test_with_a_noise_spec_only_a_candidate_past_the_noise_floor_is_kept(
     search_id = create_search(session, parse_spec(raw), repos_dir=settings.repos_dir,
                               actor="t").id  # fmt: skip
     session.commit()
-    sends = tick(database_url, search_id)
-    baseline = next(s.trial_id for s in sends if s.task is loop.Task.RUN)
-    noise, real, unconfirmed = (s.trial_id for s in sends if s.task is loop.Task.PROPOSE)
+    baseline, (noise, real, unconfirmed) = first_tick(database_url, search_id)
     assert run_to_end(database_url, baseline, seeded((0.50, 0.52, 0.48, 0.50)))
     for proposal in (noise, real, unconfirmed):
         commit_proposal(database_url, proposal)
