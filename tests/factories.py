@@ -29,6 +29,16 @@ if __name__ == "__main__":
     main()
 """
 
+# An edit of TRAIN_PY's learning rate, as a unified diff (git applies it to the recipe).
+LOWER_LR = """\
+--- a/train.py
++++ b/train.py
+@@ -1,2 +1,2 @@
+-LR = 0.1
++LR = 0.05
+ EPOCHS = 3
+"""
+
 EVALUATE_PY = """\
 import json
 

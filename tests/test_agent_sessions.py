@@ -27,7 +27,7 @@ from app.proposing import Proposal, ProposalFailed, load_job, record_proposal
 from app.searches import create_search
 from app.spec import parse_spec
 from app.states import Label, TrialStatus
-from tests.factories import Recipe, add_trial, spec_dict
+from tests.factories import LOWER_LR, Recipe, add_trial, spec_dict
 from tests.fake_llm import FakeLLM
 from workers.agents.llm import LLMAgent
 
@@ -56,14 +56,6 @@ SCRIPT: dict[str, list[Any]] = {
         [("submit", {"hypothesis": "From the baseline, a larger learning rate."})],
     ],
 }
-LOWER_LR = """\
---- a/train.py
-+++ b/train.py
-@@ -1,2 +1,2 @@
--LR = 0.1
-+LR = 0.05
- EPOCHS = 3
-"""
 
 
 @pytest.fixture

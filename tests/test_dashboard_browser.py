@@ -28,20 +28,12 @@ from app.api import create_app
 from app.config import Settings
 from app.models import Search, Trial
 from app.states import Label
-from tests.factories import Recipe, add_trial, seeded_search
+from tests.factories import LOWER_LR, Recipe, add_trial, seeded_search
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 TOKEN = "dashboard-token"
-DIFF = """\
-diff --git a/train.py b/train.py
---- a/train.py
-+++ b/train.py
-@@ -1,2 +1,2 @@
--LR = 0.1
-+LR = 0.05
- EPOCHS = 3
-"""
+DIFF = "diff --git a/train.py b/train.py\n" + LOWER_LR
 
 
 @pytest.fixture

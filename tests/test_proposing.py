@@ -16,16 +16,7 @@ from app.config import Settings
 from app.models import Search, Trial
 from app.proposing import Proposal, ProposalFailed, Usage, load_job, record_proposal
 from app.states import Label, TrialStatus
-from tests.factories import Recipe, add_trial, seeded_search
-
-LOWER_LR = """\
---- a/train.py
-+++ b/train.py
-@@ -1,2 +1,2 @@
--LR = 0.1
-+LR = 0.05
- EPOCHS = 3
-"""
+from tests.factories import LOWER_LR, Recipe, add_trial, seeded_search
 
 
 def proposed(session: Session, settings: Settings, recipe: Recipe, agent: str) -> Trial:
