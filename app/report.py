@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Event, Search, Trial
+from app.models import Event, Search
+from app.rollup import label_counts
 from app.searches import SearchStats, get_search, search_stats
 from app.states import Direction
 
@@ -46,14 +47,6 @@ def halt_report(session: Session, search_id: int, stats: SearchStats | None = No
     new_bests = session.scalar(
         select(func.count()).where(Event.search_id == search_id, Event.kind == "search.new_best")
     )
-    labels = {
-        str(label): count
-        for label, count in session.execute(
-            select(Trial.label, func.count())
-            .where(Trial.search_id == search_id, Trial.label.is_not(None))
-            .group_by(Trial.label)
-        )
-    }
     return HaltReport(
         search_id=search_id,
         status=search.status,
@@ -64,7 +57,7 @@ def halt_report(session: Session, search_id: int, stats: SearchStats | None = No
         best_trial_id=search.best_trial_id,
         improvement=improvement,
         keeps=max((new_bests or 0) - 1, 0),
-        labels=dict(sorted(labels.items())),
+        labels=label_counts(session, search),
         cost_usd=stats.cost_usd,
         cost_per_point=stats.cost_usd / improvement if improvement else None,
         sandbox_seconds=stats.wallclock_s,

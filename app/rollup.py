@@ -3,9 +3,9 @@
 Trial numbers only grow, and a trial numbered below a search's lowest
 unfinished one is finished (or cancelled) for good. So every whole block of
 `BLOCK` numbers below that line can be aggregated by agent, status and label
-once and stored (`trial_rollup`); the search page and a search's totals sum
-a few thousand stored rows plus the live tail instead of a large search's
-every trial. The scheduler's tick advances the line while it holds the
+once and stored (`trial_rollup`); the search page, a search's totals and
+its label counts sum a few thousand stored rows plus the live tail instead
+of a large search's every trial. The scheduler's tick advances the line while it holds the
 search row, so two writers never sum the same block.
 """
 
@@ -34,6 +34,29 @@ def settled_before(session: Session, search_id: int) -> int:
         return int(lowest)
     last = session.scalar(select(func.max(Trial.number)).where(mine))
     return 0 if last is None else int(last) + 1
+
+
+def label_counts(session: Session, search: Search) -> dict[str, int]:
+    """Trials per outcome label, from the stored blocks plus the live tail."""
+    stored = (
+        select(TrialRollup.label, func.sum(TrialRollup.count))
+        .where(TrialRollup.search_id == search.id, TrialRollup.label.is_not(None))
+        .group_by(TrialRollup.label)
+    )
+    live = (
+        select(Trial.label, func.count())
+        .where(
+            Trial.search_id == search.id,
+            Trial.number >= search.rollup_blocks * BLOCK,
+            Trial.label.is_not(None),
+        )
+        .group_by(Trial.label)
+    )
+    counts: dict[str, int] = {}
+    for query in (stored, live):
+        for label, count in session.execute(query):
+            counts[str(label)] = counts.get(str(label), 0) + int(count)
+    return dict(sorted(counts.items()))
 
 
 def advance(session: Session, search: Search, direction: Direction) -> int:

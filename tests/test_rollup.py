@@ -19,6 +19,7 @@ from app import rollup
 from app.config import Settings
 from app.dashboard.views import search_view
 from app.models import Agent, Search, Trial, TrialRollup
+from app.report import halt_report
 from app.rollup import BLOCK
 from app.searches import search_stats
 from app.states import Direction, Label, TrialStatus
@@ -108,6 +109,7 @@ def test_the_search_page_from_stored_blocks_matches_summing_every_trial(
     )
     every = search_view(session, search)
     totals = search_stats(session, [search.id])
+    labels = halt_report(session, search.id).labels
 
     stored = rollup.advance(session, search, Direction(direction))
     assert stored == (size - 5) // BLOCK and stored % 2 == 1
@@ -119,6 +121,7 @@ def test_the_search_page_from_stored_blocks_matches_summing_every_trial(
             for b in view.buckets  # type: ignore[attr-defined]
         )
 
+    assert halt_report(session, search.id).labels == labels == drawn.labels
     summed, before = search_stats(session, [search.id])[search.id], totals[search.id]
     assert replace(summed, cost_usd=0.0) == replace(before, cost_usd=0.0)
     assert summed.cost_usd == pytest.approx(before.cost_usd)  # summed in another order
