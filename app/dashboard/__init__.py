@@ -28,7 +28,6 @@ from fastapi.responses import (
 )
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from markupsafe import Markup
 
 from app import searches, trials
 from app.api.deps import (
@@ -115,20 +114,14 @@ def search_page(search_id: int, request: Request, session: SessionDep) -> Respon
         view=view,
         stats=stats,
         colours=colours,
-        progress=Markup(
-            charts.progress_chart(
-                view.buckets, maximize=maximize, colours=colours, last_number=view.last_number
-            )
+        progress=charts.progress_chart(
+            view.buckets, maximize=maximize, colours=colours, last_number=view.last_number
         ),
-        failures=Markup(
-            charts.failure_strips(
-                view.buckets, agents=["baseline", *view.agents], last_number=view.last_number
-            )
+        failures=charts.failure_strips(
+            view.buckets, agents=["baseline", *view.agents], last_number=view.last_number
         ),
-        lineage=Markup(
-            charts.lineage_graph(
-                view.nodes, view.best_path, colours, lanes=["baseline", *view.agents]
-            )
+        lineage=charts.lineage_graph(
+            view.nodes, view.best_path, colours, lanes=["baseline", *view.agents]
         ),
         label_colours=charts.LABEL_COLOURS,
         actions=[a for a in SearchAction if _allowed(search.status, a)],
@@ -166,13 +159,11 @@ def compare_searches(request: Request, session: SessionDep, ids: str = "") -> Re
             {
                 "search": search,
                 "report": halt_report(session, search_id),
-                "progress": Markup(
-                    charts.progress_chart(
-                        view.buckets,
-                        maximize=view.spec.evaluator.direction == "maximize",
-                        colours=colours,
-                        last_number=view.last_number,
-                    )
+                "progress": charts.progress_chart(
+                    view.buckets,
+                    maximize=view.spec.evaluator.direction == "maximize",
+                    colours=colours,
+                    last_number=view.last_number,
                 ),
             }
         )

@@ -3,7 +3,8 @@
 No chart library and no JavaScript: the pages render complete without
 scripts, work offline, and cost the same at 100 trials or 100k, because the
 inputs are buckets (at most a few hundred per series) rather than trials.
-Pure functions: data in, SVG markup out (escaped; node links are ours).
+Pure functions: data in, SVG markup out (escaped; node links are ours), as
+`Markup`: templates insert it as is, and a page's JSON leaves it out.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
+
+from markupsafe import Markup
 
 WIDTH, HEIGHT = 900, 300
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 16, 16, 36
@@ -65,14 +68,14 @@ def agent_colours(agents: Sequence[str]) -> dict[str, str]:
 
 def progress_chart(
     buckets: Sequence[Bucket], *, maximize: bool, colours: Mapping[str, str], last_number: int
-) -> str:
+) -> Markup:
     """Best-so-far step line over trial number, bucket bests coloured by agent, failures below."""
     scored = sorted((b for b in buckets if b.label == "ok" and b.best is not None),
                     key=lambda b: b.first)  # fmt: skip
     parts = [_frame("progress", "Best so far over trials")]
     if not scored:
         parts.append(_note("no scored trials yet"))
-        return "".join(parts) + "</svg>"
+        return _svg(parts)
     values = [b.best for b in scored if b.best is not None]
     low, high = min(values), max(values)
     if high == low:
@@ -121,12 +124,12 @@ def progress_chart(
             f'stroke="{LABEL_COLOURS.get(worst, "#888")}">'
             f"<title>{escape(title)}</title></path>"
         )
-    return "".join(parts) + "</svg>"
+    return _svg(parts)
 
 
 def failure_strips(
     buckets: Sequence[Bucket], *, agents: Sequence[str], last_number: int, columns: int = 60
-) -> str:
+) -> Markup:
     """One strip per agent: for each stretch of trials, its labels stacked by count."""
     columns = min(columns, last_number + 1)
     row_h, gap = 26, 8
@@ -165,7 +168,7 @@ def failure_strips(
                     f"{label}</title></rect>"
                 )
                 offset += h
-    return "".join(parts) + "</svg>"
+    return _svg(parts)
 
 
 def lineage_graph(
@@ -173,7 +176,7 @@ def lineage_graph(
     best_path: Sequence[int],
     colours: Mapping[str, str],
     lanes: Sequence[str],
-) -> str:
+) -> Markup:
     """Trials as dots (x: order, y: agent lane), parent->child edges, the best path highlighted.
 
     Every dot links to its trial page.
@@ -225,7 +228,12 @@ def lineage_graph(
             f'fill="{fill}" stroke="{stroke}" stroke-width="2"><title>{escape(title)}</title>'
             "</circle></a>"
         )
-    return "".join(parts) + "</svg>"
+    return _svg(parts)
+
+
+def _svg(parts: list[str]) -> Markup:
+    """The finished chart, marked safe for templates: every text in it was escaped here."""
+    return Markup("".join(parts) + "</svg>")
 
 
 def _frame(chart_id: str, title: str) -> str:
