@@ -38,8 +38,6 @@ from app.states import (
 BASELINE_HYPOTHESIS = "Baseline: the recipe as submitted, with no edit."
 TERMINAL = frozenset({SearchStatus.CANCELLED, SearchStatus.FINISHED})
 ACTIVE = (SearchStatus.RUNNING, SearchStatus.PAUSED)
-# Trials not yet started are cancelled with their search; a running one is stopped
-# by the worker that holds it (it kills the container, then marks the trial).
 
 
 @dataclass(frozen=True)
