@@ -8,7 +8,6 @@ install. Production points `database_url` at Postgres and `broker_url` at Redis.
 from __future__ import annotations
 
 import hashlib
-from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Self
@@ -16,15 +15,8 @@ from typing import Self
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.spec import TRIALS_QUEUE
-
-
-class SandboxBackend(StrEnum):
-    """Which runner executes trials; `auto` picks Docker when its daemon answers."""
-
-    AUTO = "auto"
-    DOCKER = "docker"
-    LOCAL = "local"
+from app.domain.spec import TRIALS_QUEUE
+from sandbox.contract import Backend
 
 
 class Settings(BaseSettings):
@@ -42,7 +34,10 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         default=None, description="Celery broker URL; default: a SQLite-backed embedded broker."
     )
-    sandbox_backend: SandboxBackend = SandboxBackend.AUTO
+    sandbox_backend: Backend = Field(
+        default=Backend.AUTO,
+        description="docker, local (NOT isolated) or auto (Docker when it answers).",
+    )
     api_token: SecretStr | None = Field(
         default=None, description="When set, every write to the API needs `Bearer <token>`."
     )

@@ -1,7 +1,7 @@
 """A search's recipe history as one bare git repository; every trial is a commit.
 
 Thin adapter over GitPython: it holds no policy beyond refusing what
-`app.legality` refuses. It never uses a work tree or the repository's shared
+`app.domain.legality` refuses. It never uses a work tree or the repository's shared
 index, so several workers can commit trials into the same repository at once:
 each call builds its tree in a private temporary index (`GIT_INDEX_FILE`) and
 only the final `update-ref` of its own ref touches shared state.
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import git
 
+from app.domain.legality import FileChange, check_paths, parse_diff
+from app.domain.states import Label
 from app.errors import Conflict, EditRejected, InvalidSpec, NotFound
-from app.legality import FileChange, check_paths, parse_diff
-from app.states import Label
 
 logger = logging.getLogger(__name__)
 

@@ -21,16 +21,16 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select, text
 
-from app import rollup
-from app.api import create_app
 from app.config import Settings
 from app.db import get_engine, session_scope
-from app.models import Agent, Search, Trial
-from app.searches import create_search
-from app.spec import parse_spec
-from app.states import Direction, Label, TrialStatus
+from app.domain.spec import parse_spec
+from app.domain.states import Label, TrialStatus
+from app.server import create_app
+from app.services.import_recipe import create_search
+from app.store import rollup
+from app.store.models import Agent, Search, Trial
 from benchmarks.scratch import scratch_store
-from tests.factories import make_recipe, spec_dict
+from testing.factories import make_recipe, spec_dict
 
 BATCH = 5000
 LIVE = 4  # trials still running when the dashboard is read
@@ -89,7 +89,7 @@ def seed(url: str, root: Path, trials: int) -> tuple[int, int]:
         assert stored is not None
         stored.best_trial_id = best_id
         # What the scheduler's ticks did block by block while the search ran.
-        rollup.advance(session, stored, Direction.MAXIMIZE)
+        rollup.advance(session, stored)
     return search_id, best_id
 
 

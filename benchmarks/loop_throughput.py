@@ -24,13 +24,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from app.db import session_scope
-from app.models import Search, Trial
-from app.searches import create_search
-from app.spec import parse_spec
-from app.states import SearchStatus
+from app.domain.spec import parse_spec
+from app.domain.states import SearchStatus
+from app.services.import_recipe import create_search
+from app.store.models import Search, Trial
 from benchmarks.scratch import scratch_store
-from tests.loop_harness import deployment, loop_spec, make_loop_recipe
-from tests.test_worker_faults import CONTROL_ONLY
+from testing.loop_harness import CONTROL_ONLY, deployment, loop_spec, make_loop_recipe
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -4,7 +4,7 @@ A synthetic recipe "trains" for `--train-s` seconds and then saves a model
 whose size follows its WIDTH; a third of the edits overshoot the artifact
 cap (the paper's most expensive waste). The preflight builds the model
 without training and so hits the cap in a fraction of a second. Each edit
-runs once with and once without the preflight, through `app.execution`
+runs once with and once without the preflight, through `app.services.run_trial`
 on the chosen runner.
 
     PYTHONPATH=. python benchmarks/preflight_waste.py --runner docker --trials 12
@@ -17,16 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.edits import Replace, render_diff
-from app.execution import execute
+from app.domain.edits import Replace, render_diff
+from app.domain.spec import Preflight, SearchSpec, parse_spec
+from app.domain.states import Label
 from app.gitstore import GitStore
-from app.spec import Preflight, SearchSpec, parse_spec
-from app.states import Label
+from app.services.run_trial import execute
 from sandbox import Runner
 from sandbox.docker_runner import DockerRunner
 from sandbox.image import DEFAULT_TAG
 from sandbox.local_runner import LocalRunner
-from tests.factories import commit_all
+from testing.factories import commit_all
 
 TRAIN = """\
 import os, sys, time

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from app.db import migrate
-from tests.conftest import drop_postgres_database, make_postgres_database
+from testing.databases import drop_postgres_database, make_postgres_database
 
 
 @contextmanager

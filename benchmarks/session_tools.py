@@ -18,18 +18,18 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from app.agents.llm import LLMAgent
 from app.config import Settings
 from app.db import session_scope
+from app.domain.spec import parse_spec
+from app.domain.states import Label, TrialStatus
 from app.gitstore import GitStore
-from app.models import Trial
-from app.proposing import load_job
-from app.searches import create_search
-from app.spec import parse_spec
-from app.states import Label, TrialStatus
+from app.services.import_recipe import create_search
+from app.services.propose import load_job
+from app.store.models import Trial
 from benchmarks.scratch import scratch_store
-from tests.factories import add_trial, make_recipe, spec_dict
-from tests.fake_llm import FakeLLM
-from workers.agents.llm import LLMAgent
+from testing.factories import add_trial, make_recipe, spec_dict
+from testing.fake_llm import FakeLLM
 
 CALLS = [
     [("read_file", {"path": "train.py"})],

@@ -1,28 +1,28 @@
 """The sandbox: run one untrusted trial, or its evaluation, under limits.
 
 It takes a request and returns a result; it knows nothing of the API, the
-database or Celery. Import from here; the submodules are implementation.
+database or Celery. Import the contract from here; `sandbox.select` picks a
+runner (and is the only module that probes Docker to do so).
 """
 
 from sandbox.contract import (
+    Backend,
     EvalRequest,
     EvalResult,
     Limits,
+    Runner,
     RunRequest,
     RunResult,
     SandboxUnavailable,
 )
-from sandbox.runner import RUNNERS, Runner, RunnerKind, make_runner
 
 __all__ = [
-    "RUNNERS",
+    "Backend",
     "EvalRequest",
     "EvalResult",
     "Limits",
     "RunRequest",
     "RunResult",
     "Runner",
-    "RunnerKind",
     "SandboxUnavailable",
-    "make_runner",
 ]

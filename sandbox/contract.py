@@ -14,9 +14,11 @@ failure of ours (image missing, daemon down, GPU unavailable) is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 # Where the trial finds its inputs and leaves its outputs, inside the container.
 RECIPE_MOUNT = "/work"
@@ -105,3 +107,46 @@ class EvalResult:
     error: str | None
     log_tail: str
     infra_error: str | None
+
+
+class Backend(StrEnum):
+    """Which runner executes trials; `auto` picks Docker when its daemon answers."""
+
+    AUTO = "auto"
+    DOCKER = "docker"
+    LOCAL = "local"
+
+
+class Runner(Protocol):
+    """Executes one request at a time and reports what it measured.
+
+    A trial's own failure is data in the result; a failure of the runner's
+    infrastructure is the result's `infra_error`. No per-trial failure
+    escapes as an exception. Every implementation passes the same contract
+    suite (`tests/sandbox/contract.py`).
+    """
+
+    @property
+    def isolated(self) -> bool:
+        """False when trials can reach the network and the host (the local runner)."""
+        ...
+
+    def run(self, request: RunRequest) -> RunResult: ...
+
+    def evaluate(self, request: EvalRequest) -> EvalResult: ...
+
+    def live_trials(self) -> set[int]:
+        """Ids of the trials that have something running or left behind on this host.
+
+        A worker compares them with the store to find what a dead worker
+        orphaned, then passes those ids to `sweep`.
+        """
+        ...
+
+    def sweep(self, trial_ids: Collection[int] | None = None) -> int:
+        """Stop and remove what dead workers left running; returns how many were removed.
+
+        Without `trial_ids` it removes every trial's leftovers, including
+        those of other live workers sharing the host.
+        """
+        ...

@@ -9,7 +9,6 @@ empty tables. A missing Postgres is an error, never a skip.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,35 +17,17 @@ import pytest
 import requests
 from docker.errors import DockerException, ImageNotFound
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app.api import create_app
-from app.config import Settings, normalize_database_url
+from app.config import Settings
 from app.db import get_engine, migrate, session_scope
+from app.server import create_app
 from sandbox.image import DEFAULT_TAG, build_offline
-from tests import factories
+from testing import factories
+from testing.databases import drop_postgres_database, make_postgres_database
 
 TABLES = ("event", "trial_rollup", "trial", "agent", "search")
-
-
-def make_postgres_database(server_url: str) -> tuple[str, str]:
-    """Create an empty database beside the one `server_url` names; returns (url, name)."""
-    name = f"trialforge_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(normalize_database_url(server_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = make_url(normalize_database_url(server_url)).set(database=name)
-    return url.render_as_string(hide_password=False), name
-
-
-def drop_postgres_database(server_url: str, name: str) -> None:
-    admin = create_engine(normalize_database_url(server_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(scope="session")

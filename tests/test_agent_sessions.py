@@ -19,17 +19,17 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.agents.llm import LLMAgent
 from app.config import Settings
+from app.domain.spec import parse_spec
+from app.domain.states import Label, TrialStatus
 from app.errors import NotFound
 from app.gitstore import GitStore
-from app.models import Search, Trial
-from app.proposing import Proposal, ProposalFailed, load_job, record_proposal
-from app.searches import create_search
-from app.spec import parse_spec
-from app.states import Label, TrialStatus
-from tests.factories import LOWER_LR, Recipe, add_trial, spec_dict
-from tests.fake_llm import FakeLLM
-from workers.agents.llm import LLMAgent
+from app.services.import_recipe import create_search
+from app.services.propose import Proposal, ProposalFailed, load_job, record_proposal
+from app.store.models import Search, Trial
+from testing.factories import LOWER_LR, Recipe, add_trial, baseline_of, finish, spec_dict
+from testing.fake_llm import FakeLLM
 
 BOTH = {"paths": ["train.py", "model.py"], "brief": "Anything in the recipe."}
 SCRIPT: dict[str, list[Any]] = {
@@ -81,9 +81,7 @@ def world(
         session, parse_spec(spec_dict(recipe, agents=agents)), repos_dir=settings.repos_dir,
         actor="test",
     )  # fmt: skip
-    baseline = session.scalar(select(Trial).where(Trial.search_id == search.id))
-    assert baseline is not None
-    baseline.status, baseline.label, baseline.score = TrialStatus.FINISHED, Label.OK, 0.5
+    baseline = finish(session, baseline_of(session, search), Label.OK, 0.5)
     store = GitStore(Path(search.repo_path))
     best = add_trial(session, search, agent="explorer", parent=baseline, score=0.6,
                      hypothesis="Lower the learning rate.", diff=LOWER_LR)  # fmt: skip
@@ -159,7 +157,8 @@ def test_the_first_message_carries_the_lineage_context(
     context = "\n".join(str(m["content"]) for m in first)
     assert "# Best so far" in context and "score 0.6" in context
     assert "# Leaderboard" in context
-    assert "- explorer: 7 trials, 1 kept, 1 wins, 5 failed" in context
+    # Finished trials only (the one being proposed has no outcome yet); the keep is a decision.
+    assert "- explorer: 6 trials, 1 keeps (became the best), 1 scored, 5 failed" in context
     assert "# How the best was reached" in context and "Lower the learning rate." in context
     assert "# Recent failures" in context and "RuntimeError: exploded 4" in context
     assert "this direction looks saturated" in context  # its last five trials all crashed

@@ -10,7 +10,7 @@ import json
 
 from fastapi.testclient import TestClient
 
-from tests.factories import Recipe, spec_dict
+from testing.factories import Recipe, spec_dict
 
 
 def create(client: TestClient, recipe: Recipe, **overrides: object) -> dict[str, object]:

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.models import Search, Trial
-from tests.factories import Recipe, add_trial, seeded_search
+from app.store.models import Search, Trial
+from testing.factories import Recipe, add_trial, seeded_search
 
 
 def listing(client: TestClient, search: Search, **params: object) -> list[dict[str, object]]:

@@ -15,9 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from app.api import create_app
 from app.config import Settings
-from tests.factories import Recipe, spec_dict
+from app.server import create_app
+from testing.factories import Recipe, spec_dict
 
 TOKEN = "s3cret-token-value"
 

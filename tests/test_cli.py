@@ -13,9 +13,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from app.cli import app
+from app.cli.main import app
 from app.db import head_revision
-from tests.factories import Recipe, spec_dict
+from testing.factories import Recipe, spec_dict
 
 
 @pytest.fixture

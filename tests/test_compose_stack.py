@@ -28,8 +28,8 @@ from docker.errors import ImageNotFound
 
 from sandbox.contract import SANDBOX_PATH
 from sandbox.image import build_offline
-from tests.conftest import drop_postgres_database, make_postgres_database
-from tests.loop_harness import REDIS_URL
+from testing.databases import drop_postgres_database, make_postgres_database
+from testing.loop_harness import REDIS_URL
 
 pytestmark = pytest.mark.docker
 

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from app.db import session_scope
-from app.models import Search
-from app.searches import create_search
-from app.spec import Feedback, SearchSpec, load_spec_file
-from app.states import SearchStatus
-from tests.fake_llm import FakeLLM
-from tests.loop_harness import deployment
+from app.domain.spec import Feedback, SearchSpec, load_spec_file
+from app.domain.states import SearchStatus
+from app.services.import_recipe import create_search
+from app.store.models import Search
+from testing.fake_llm import FakeLLM
+from testing.loop_harness import deployment
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "spec.yaml"
 

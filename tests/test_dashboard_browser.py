@@ -24,11 +24,11 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.api import create_app
 from app.config import Settings
-from app.models import Search, Trial
-from app.states import Label
-from tests.factories import LOWER_LR, Recipe, add_trial, seeded_search
+from app.domain.states import Label
+from app.server import create_app
+from app.store.models import Search, Trial
+from testing.factories import LOWER_LR, Recipe, add_trial, seeded_search
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.models import Search, Trial
-from app.states import SearchStatus, TrialStatus
-from tests.factories import Recipe, add_trial, seeded_search
+from app.domain.states import SearchStatus, TrialStatus
+from app.store.models import Search, Trial
+from testing.factories import Recipe, add_trial, seeded_search
 
 EXTERNAL = re.compile(r"""(?:src|href)=["'](?:https?:)?//""")
 
@@ -72,7 +72,7 @@ def test_every_page_serves_the_context_it_renders_as_json(
     assert (listed["search"]["name"], listed["stats"]["trials_total"]) == (search.name, 8)
     view = pages[f"/searches/{search.id}"]["view"]
     assert view["labels"] == {"crash": 1, "ok": 5, "oom": 1}
-    assert {row["name"]: row["trials"] for row in view["leaderboard"]}["opt"] == 3
+    assert {row["agent"]: row["trials"] for row in view["leaderboard"]}["opt"] == 3
     assert sum(bucket["count"] for bucket in view["buckets"]) == 7
     assert len(view["nodes"]) == 8
     table = pages[f"/searches/{search.id}/trials?label=crash"]

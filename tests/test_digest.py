@@ -7,7 +7,8 @@ and less useful material is dropped first and the bound always holds.
 
 from __future__ import annotations
 
-from app.digest import CHARS_PER_TOKEN, Digest, TrialNote, build_messages
+from app.domain.digest import CHARS_PER_TOKEN, Digest, TrialNote, build_messages
+from app.domain.states import Direction
 
 PARENT = TrialNote(number=4, agent="opt", hypothesis="warmup", label="ok", score=0.91)
 CRASH = TrialNote(
@@ -22,7 +23,7 @@ CRASH = TrialNote(
 DIGEST = Digest(
     task="Reach 94% on CIFAR-10 fastest.",
     metric="val_acc",
-    direction="maximize",
+    direction=Direction.MAXIMIZE,
     gates=["val_acc >= 0.94"],
     agent="opt",
     brief="Optimizer and schedule.",
@@ -33,7 +34,7 @@ DIGEST = Digest(
     best=PARENT,
     own_recent=[PARENT],
     recent_failures=[CRASH],
-    others_wins=[TrialNote(3, "arch", "wider", "ok", 0.9, delta=0.02)],
+    others_keeps=[TrialNote(3, "arch", "wider", "ok", 0.9, delta=0.02, decision="keep")],
     tried_from_parent=[TrialNote(6, "opt", "lr 0.05", "gate_miss", 0.8, delta=-0.11)],
 )
 

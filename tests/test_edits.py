@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from app.edits import MalformedEdit, RawDiff, Replace, parse_reply, render_diff
+from app.domain.edits import MalformedEdit, RawDiff, Replace, parse_reply, render_diff
 from app.gitstore import GitStore
-from tests.factories import make_recipe
+from testing.factories import make_recipe
 
 FILES = {"train.py": "LR = 0.1\nEPOCHS = 3\n", "model.py": "WIDTH = 64"}
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from app.edits import Replace, render_diff
+from app.domain.edits import Replace, render_diff
+from app.domain.legality import check_paths, parse_diff
+from app.domain.states import Label
 from app.errors import Conflict, EditRejected, InvalidSpec, NotFound
 from app.gitstore import GitStore, redact_url
-from app.legality import check_paths, parse_diff
-from app.states import Label
 
 PROTECTED = ["eval/**"]
 

@@ -12,9 +12,9 @@ from random import Random
 
 import pytest
 
-from app.edits import MalformedEdit, render_diff
-from app.knobs import mutate
-from app.spec import Knob
+from app.domain.edits import MalformedEdit, render_diff
+from app.domain.knobs import mutate
+from app.domain.spec import Knob
 
 TRAIN = "LR = 0.1  # learning rate\nBATCH = 64\nOPT = 'adam'\n"
 LR = Knob.model_validate(

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from app.domain.labels import Verdict, label, metric_value, preflight_verdict, run_verdict
+from app.domain.spec import SearchSpec, parse_spec
+from app.domain.states import Label
 from app.errors import InvalidSpec
-from app.labels import Verdict, label, metric_value, preflight_verdict, run_verdict
-from app.spec import SearchSpec, parse_spec
-from app.states import Label
 from sandbox import EvalResult, RunResult
 
 CLEAN_RUN = RunResult(

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import pytest
 
+from app.domain.legality import FileChange, check_paths, glob_match, parse_diff
+from app.domain.states import Label
 from app.errors import EditRejected
-from app.legality import FileChange, check_paths, glob_match, parse_diff
-from app.states import Label
 
 MULTI_FILE = """\
 diff --git a/train.py b/train.py

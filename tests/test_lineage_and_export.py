@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from app.api.schemas import EventOut, SearchOut, TrialOut
 from app.config import Settings
-from app.models import Trial
-from tests.factories import Recipe, seeded_search
+from app.store.models import Event, Trial
+from testing.factories import Recipe, seeded_search
 
 
 def test_lineage_has_every_trial_as_a_node_and_every_parent_link_as_an_edge(
@@ -30,7 +30,7 @@ def test_lineage_has_every_trial_as_a_node_and_every_parent_link_as_an_edge(
     edges = {(e["parent"], e["child"]) for e in lineage["edges"]}
     expected = {(ids[0], ids[1]), (ids[0], ids[2])} | {(ids[1], ids[n]) for n in range(3, 8)}
     assert edges == expected
-    assert lineage["best_path"] == []
+    assert lineage["best_path"] == [ids[0], ids[1]]  # trial 1 (0.70) was kept; none beat it
 
 
 def test_the_best_path_runs_from_the_baseline_to_the_best_trial(
@@ -76,7 +76,9 @@ def test_the_export_round_trips_through_the_api_models(
 
     assert response.headers["content-type"].startswith("application/x-ndjson")
     records = [json.loads(line) for line in response.text.splitlines()]
-    assert [r["record"] for r in records] == ["search"] + ["trial"] * 8 + ["event"] * 2
+    events = session.query(Event).filter_by(search_id=search.id).order_by(Event.id)
+    stored = [event.kind for event in events]
+    assert [r["record"] for r in records] == ["search"] + ["trial"] * 8 + ["event"] * len(stored)
     head = SearchOut.model_validate(records[0]["data"])
     assert head.model_dump(mode="json") == client.get(f"/api/searches/{search.id}").json()
     for record in records[1:9]:
@@ -84,7 +86,8 @@ def test_the_export_round_trips_through_the_api_models(
         served = client.get(f"/api/trials/{trial.id}").json()
         assert trial.model_dump(mode="json") == served == record["data"]
     kinds = [EventOut.model_validate(r["data"]).kind for r in records[9:]]
-    assert kinds == ["search.created", "search.pause"]
+    assert kinds == stored
+    assert kinds[0] == "search.created" and kinds[-1] == "search.pause"
 
 
 def test_exporting_a_missing_search_is_a_404_before_streaming(client: TestClient) -> None:

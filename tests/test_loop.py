@@ -20,33 +20,36 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app import loop
 from app.config import Settings
 from app.db import session_scope
-from app.execution import Execution
-from app.labels import Verdict
-from app.models import Event, Search, Trial
-from app.proposing import ProposalFailed, record_proposal
-from app.searches import apply_action, create_search
-from app.spec import parse_spec
-from app.states import Decision, Label, SearchAction, SearchStatus, TrialStatus
+from app.domain.labels import Verdict
+from app.domain.spec import parse_spec
+from app.domain.states import Decision, Label, SearchAction, SearchStatus, TrialStatus
+from app.services.control import apply_action
+from app.services.import_recipe import create_search
+from app.services.propose import ProposalFailed, record_proposal
+from app.services.run_trial import Execution
+from app.store import tick as ticks
+from app.store import transitions
+from app.store.clock import db_now
+from app.store.models import Event, Search, Trial
 from sandbox import RunResult
-from tests.factories import Recipe, spec_dict
+from testing.factories import Recipe, spec_dict
 
 HEARTBEAT_S = 1.0
 MAX_ATTEMPTS = 2
 
 
-def tick(database_url: str, search_id: int) -> list[loop.Send]:
+def tick(database_url: str, search_id: int) -> list[ticks.Send]:
     with session_scope(database_url) as session:
-        return loop.tick(session, search_id, heartbeat_s=HEARTBEAT_S, max_attempts=MAX_ATTEMPTS)
+        return ticks.tick(session, search_id, heartbeat_s=HEARTBEAT_S, max_attempts=MAX_ATTEMPTS)
 
 
 def first_tick(database_url: str, search_id: int) -> tuple[int, list[int]]:
     """A new search's first tick: (the baseline it dispatches, the proposals it asks for)."""
     sends = tick(database_url, search_id)
-    (baseline,) = (s.trial_id for s in sends if s.task is loop.Task.RUN)
-    return baseline, [s.trial_id for s in sends if s.task is loop.Task.PROPOSE]
+    (baseline,) = (s.trial_id for s in sends if s.task is ticks.Task.RUN)
+    return baseline, [s.trial_id for s in sends if s.task is ticks.Task.PROPOSE]
 
 
 def new_search(session: Session, settings: Settings, recipe: Recipe, **search: Any) -> int:
@@ -83,9 +86,9 @@ def ran(label: Label, score: float | None, infra: str | None = None) -> Executio
 
 def run_to_end(database_url: str, trial_id: int, execution: Execution, worker: str = "w:1") -> bool:
     with session_scope(database_url) as session:
-        assert loop.claim(session, trial_id, worker)
+        assert transitions.claim(session, trial_id, worker)
     with session_scope(database_url) as session:
-        return loop.finish(session, trial_id, worker, execution, max_attempts=MAX_ATTEMPTS)
+        return transitions.finish(session, trial_id, worker, execution, max_attempts=MAX_ATTEMPTS)
 
 
 def commit_proposal(database_url: str, trial_id: int) -> None:
@@ -107,9 +110,9 @@ def test_the_baseline_runs_first_while_proposals_are_made_ahead_of_free_slots(
 
     baseline = session.scalar(select(Trial).where(Trial.number == 0))
     assert baseline is not None
-    proposals = [s for s in sends if s.task is loop.Task.PROPOSE]
-    runs = [s for s in sends if s.task is loop.Task.RUN]
-    assert runs == [loop.Send(loop.Task.RUN, baseline.id, "trials")]
+    proposals = [s for s in sends if s.task is ticks.Task.PROPOSE]
+    runs = [s for s in sends if s.task is ticks.Task.RUN]
+    assert runs == [ticks.Send(ticks.Task.RUN, baseline.id, "trials")]
     assert len(proposals) == 2  # one per slot, ready before the baseline frees its slot
     made = [trial(database_url, s.trial_id) for s in proposals]
     assert [t.parent_id for t in made] == [baseline.id, baseline.id]
@@ -121,12 +124,12 @@ def test_a_trial_is_claimed_once_however_often_its_message_arrives(
     session: Session, settings: Settings, recipe: Recipe, database_url: str
 ) -> None:
     search_id = new_search(session, settings, recipe)
-    run = next(s for s in tick(database_url, search_id) if s.task is loop.Task.RUN)
+    run = next(s for s in tick(database_url, search_id) if s.task is ticks.Task.RUN)
 
     with session_scope(database_url) as unit:
-        first = loop.claim(unit, run.trial_id, "host:1")
+        first = transitions.claim(unit, run.trial_id, "host:1")
     with session_scope(database_url) as unit:
-        second = loop.claim(unit, run.trial_id, "host:2")
+        second = transitions.claim(unit, run.trial_id, "host:2")
 
     assert (first, second) == (True, False)
     assert trial(database_url, run.trial_id).worker == "host:1"
@@ -141,7 +144,7 @@ def test_only_a_strict_improvement_becomes_the_best(
     assert run_to_end(database_url, baseline, ran(Label.OK, 0.5))
     for proposal in (first, second):
         commit_proposal(database_url, proposal)
-    dispatched = [s.trial_id for s in tick(database_url, search_id) if s.task is loop.Task.RUN]
+    dispatched = [s.trial_id for s in tick(database_url, search_id) if s.task is ticks.Task.RUN]
     assert dispatched == [first, second]
 
     assert run_to_end(database_url, first, ran(Label.OK, 0.5))  # a tie is no improvement
@@ -191,11 +194,11 @@ def test_an_infra_error_is_retried_then_kept_as_the_label(
     session: Session, settings: Settings, recipe: Recipe, database_url: str
 ) -> None:
     search_id = new_search(session, settings, recipe)
-    baseline = next(s.trial_id for s in tick(database_url, search_id) if s.task is loop.Task.RUN)
+    baseline = next(s.trial_id for s in tick(database_url, search_id) if s.task is ticks.Task.RUN)
 
     assert run_to_end(database_url, baseline, ran(Label.INFRA_ERROR, None, infra="daemon gone"))
     assert trial(database_url, baseline).status == TrialStatus.READY
-    assert loop.Send(loop.Task.RUN, baseline, "trials") in tick(database_url, search_id)
+    assert ticks.Send(ticks.Task.RUN, baseline, "trials") in tick(database_url, search_id)
     assert run_to_end(database_url, baseline, ran(Label.INFRA_ERROR, None, infra="daemon gone"))
 
     final = trial(database_url, baseline)
@@ -210,22 +213,24 @@ def test_a_trial_whose_worker_stopped_heartbeating_is_requeued_then_labelled(
     session: Session, settings: Settings, recipe: Recipe, database_url: str
 ) -> None:
     search_id = new_search(session, settings, recipe)
-    baseline = next(s.trial_id for s in tick(database_url, search_id) if s.task is loop.Task.RUN)
+    baseline = next(s.trial_id for s in tick(database_url, search_id) if s.task is ticks.Task.RUN)
 
     for attempt in range(1, MAX_ATTEMPTS + 1):
         with session_scope(database_url) as unit:
-            assert loop.claim(unit, baseline, f"dead:{attempt}")
-            stale = loop.db_now(unit) - timedelta(seconds=3 * HEARTBEAT_S)
+            assert transitions.claim(unit, baseline, f"dead:{attempt}")
+            stale = db_now(unit) - timedelta(seconds=3 * HEARTBEAT_S)
             unit.execute(update(Trial).where(Trial.id == baseline).values(heartbeat_at=stale))
         sends = tick(database_url, search_id)
         if attempt < MAX_ATTEMPTS:
-            assert loop.Send(loop.Task.RUN, baseline, "trials") in sends  # re-queued at once
+            assert ticks.Send(ticks.Task.RUN, baseline, "trials") in sends  # re-queued at once
 
     lost = trial(database_url, baseline)
     assert (lost.status, lost.label) == (TrialStatus.FINISHED, Label.INFRA_ERROR)
     assert "lost it" in (lost.label_reason or "")
     with session_scope(database_url) as unit:
-        late = loop.finish(unit, baseline, "dead:2", ran(Label.OK, 0.9), max_attempts=MAX_ATTEMPTS)
+        late = transitions.finish(
+            unit, baseline, "dead:2", ran(Label.OK, 0.9), max_attempts=MAX_ATTEMPTS
+        )
     assert late is False  # the vanished worker's late report changes nothing
     assert trial(database_url, baseline).label is Label.INFRA_ERROR
 
@@ -234,15 +239,15 @@ def test_cancel_takes_running_trials_and_a_late_finish_is_discarded(
     session: Session, settings: Settings, recipe: Recipe, database_url: str
 ) -> None:
     search_id = new_search(session, settings, recipe)
-    baseline = next(s.trial_id for s in tick(database_url, search_id) if s.task is loop.Task.RUN)
+    baseline = next(s.trial_id for s in tick(database_url, search_id) if s.task is ticks.Task.RUN)
     with session_scope(database_url) as unit:
-        assert loop.claim(unit, baseline, "w:1")
+        assert transitions.claim(unit, baseline, "w:1")
 
     with session_scope(database_url) as unit:
         apply_action(unit, search_id, SearchAction.CANCEL, actor="t")
     with session_scope(database_url) as unit:
-        beat = loop.heartbeat(unit, baseline, "w:1")
-        finished = loop.finish(unit, baseline, "w:1", ran(Label.OK, 0.9), max_attempts=2)
+        beat = transitions.heartbeat(unit, baseline, "w:1")
+        finished = transitions.finish(unit, baseline, "w:1", ran(Label.OK, 0.9), max_attempts=2)
 
     assert (beat, finished) == (False, False)  # the worker learns to kill its container
     with session_scope(database_url) as unit:
@@ -378,11 +383,11 @@ def test_an_agent_whose_endpoint_keeps_failing_rests_without_spending_the_trial_
 ) -> None:
     search_id = new_search(session, settings, recipe, max_trials=4, max_concurrent=1)
     sends = tick(database_url, search_id)
-    baseline = next(s.trial_id for s in sends if s.task is loop.Task.RUN)
+    baseline = next(s.trial_id for s in sends if s.task is ticks.Task.RUN)
     assert run_to_end(database_url, baseline, ran(Label.OK, 0.5))
 
     failed = 0
-    while proposals := [s for s in sends if s.task is loop.Task.PROPOSE]:
+    while proposals := [s for s in sends if s.task is ticks.Task.PROPOSE]:
         for send in proposals:
             with session_scope(database_url) as unit:
                 down = ProposalFailed(Label.INFRA_ERROR, "model endpoint failed: refused")
@@ -396,8 +401,8 @@ def test_an_agent_whose_endpoint_keeps_failing_rests_without_spending_the_trial_
         search = unit.get(Search, search_id)
         assert search is not None
         assert search.status == SearchStatus.RUNNING  # waiting out the outage, budget intact
-        rested_since = loop.db_now(unit) - timedelta(seconds=31)
+        rested_since = db_now(unit) - timedelta(seconds=31)
         unit.execute(
             update(Trial).where(Trial.label == Label.INFRA_ERROR).values(finished_at=rested_since)
         )
-    assert len([s for s in tick(database_url, search_id) if s.task is loop.Task.PROPOSE]) == 1
+    assert len([s for s in tick(database_url, search_id) if s.task is ticks.Task.PROPOSE]) == 1

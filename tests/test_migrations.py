@@ -16,12 +16,12 @@ from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect
 
-import app.models  # noqa: F401  (registers the tables on Base.metadata)
-from app.api import create_app
+import app.store.models  # noqa: F401  (registers the tables on Base.metadata)
 from app.config import Settings
 from app.db import Base, current_revision, get_engine, head_revision, migrate
 from app.errors import SchemaOutdated
-from tests.conftest import drop_postgres_database, make_postgres_database
+from app.server import create_app
+from testing.databases import drop_postgres_database, make_postgres_database
 
 
 @pytest.fixture

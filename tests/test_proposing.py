@@ -13,10 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.models import Search, Trial
-from app.proposing import Proposal, ProposalFailed, Usage, load_job, record_proposal
-from app.states import Label, TrialStatus
-from tests.factories import LOWER_LR, Recipe, add_trial, seeded_search
+from app.domain.proposals import Proposal, ProposalFailed, Usage
+from app.domain.states import Label, TrialStatus
+from app.services.propose import load_job, record_proposal
+from app.store.models import Search, Trial
+from testing.factories import LOWER_LR, Recipe, add_trial, seeded_search
 
 
 def proposed(session: Session, settings: Settings, recipe: Recipe, agent: str) -> Trial:
@@ -43,7 +44,7 @@ def test_the_digest_shows_the_lineage_but_never_an_infra_error(
                                                *digest.tried_from_parent]}  # fmt: skip
     assert "an idea our daemon lost" not in hypotheses
     assert {note.label for note in digest.recent_failures} == {Label.CRASH, Label.OOM}
-    assert {note.agent for note in digest.others_wins} <= {"arch", "knobs"}
+    assert {note.agent for note in digest.others_keeps} <= {"arch", "knobs"}
     assert digest.files == {"train.py": (recipe.repo / "train.py").read_text()}
 
 
@@ -116,7 +117,9 @@ def test_a_best_only_study_shows_agents_the_best_line_and_nothing_else(
 
     assert job is not None
     digest = job.digest
-    assert digest.own_recent == digest.recent_failures == digest.others_wins == ()
+    assert digest.own_recent == digest.recent_failures == digest.others_keeps == ()
     assert digest.tried_from_parent == () and digest.leaderboard == ()
     assert digest.parent.number == 0
-    assert {ref.number for ref in job.trials} <= {0}  # no best yet: only the baseline's line
+    # Only the best line (the baseline, then trial 1, the one keep): nothing else is shared.
+    assert {ref.number for ref in job.trials} == {0, 1}
+    assert job.best_line == (0, 1)

@@ -15,15 +15,15 @@ import pytest
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from app import rollup
 from app.config import Settings
 from app.dashboard.views import search_view
-from app.models import Agent, Search, Trial, TrialRollup
-from app.report import halt_report
-from app.rollup import BLOCK
-from app.searches import search_stats
-from app.states import Direction, Label, TrialStatus
-from tests.factories import Recipe, seeded_search
+from app.domain.states import Label, TrialStatus
+from app.store import rollup
+from app.store.models import Agent, Search, Trial, TrialRollup
+from app.store.report import halt_report
+from app.store.rollup import BLOCK
+from app.store.searches import search_stats
+from testing.factories import Recipe, seeded_search
 
 LABELS = [Label.OK, Label.OK, Label.OK, Label.CRASH, Label.GATE_MISS, Label.DUPLICATE]
 
@@ -78,8 +78,8 @@ def test_only_whole_blocks_below_the_lowest_unfinished_trial_are_stored_once(
     search = seeded_search(session, settings, recipe, "maximize")
     grow(session, search, 5 * BLOCK + 3, running={2 * BLOCK + 10})
 
-    assert rollup.advance(session, search, Direction.MAXIMIZE) == 2
-    assert rollup.advance(session, search, Direction.MAXIMIZE) == 2
+    assert rollup.advance(session, search) == 2
+    assert rollup.advance(session, search) == 2
     assert stored_count(session, search.id) == finished_below(session, search.id, 2 * BLOCK)
 
     session.execute(
@@ -87,7 +87,7 @@ def test_only_whole_blocks_below_the_lowest_unfinished_trial_are_stored_once(
         .where(Trial.search_id == search.id, Trial.number == 2 * BLOCK + 10)
         .values(status=TrialStatus.FINISHED, label=Label.OOM)
     )
-    assert rollup.advance(session, search, Direction.MAXIMIZE) == 5
+    assert rollup.advance(session, search) == 5
     assert stored_count(session, search.id) == finished_below(session, search.id, 5 * BLOCK)
     session.commit()
     assert session.get(Search, search.id).rollup_blocks == 5  # type: ignore[union-attr]
@@ -111,7 +111,7 @@ def test_the_search_page_from_stored_blocks_matches_summing_every_trial(
     totals = search_stats(session, [search.id])
     labels = halt_report(session, search.id).labels
 
-    stored = rollup.advance(session, search, Direction(direction))
+    stored = rollup.advance(session, search)
     assert stored == (size - 5) // BLOCK and stored % 2 == 1
     drawn = search_view(session, search)
 
@@ -126,7 +126,12 @@ def test_the_search_page_from_stored_blocks_matches_summing_every_trial(
     assert replace(summed, cost_usd=0.0) == replace(before, cost_usd=0.0)
     assert summed.cost_usd == pytest.approx(before.cost_usd)  # summed in another order
     assert (before.trials_total, before.trials_finished) == (size, size - 3)
-    assert drawn.leaderboard == every.leaderboard
+    assert [replace(s, cost_usd=0.0) for s in drawn.leaderboard] == [
+        replace(s, cost_usd=0.0) for s in every.leaderboard
+    ]
+    assert [s.cost_usd for s in drawn.leaderboard] == pytest.approx(
+        [s.cost_usd for s in every.leaderboard]
+    )
     assert drawn.labels == every.labels
     assert buckets(drawn) == buckets(every)
     assert len(drawn.buckets) <= 300 * len(LABELS) * 4

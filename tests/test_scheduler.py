@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from app.scheduler import REST_MAX_S, Plan, SearchState, eligible, plan, resting
-from app.states import Label, SearchStatus
+from app.domain.scheduling import REST_MAX_S, Plan, SearchState, eligible, plan, resting
+from app.domain.states import Label, SearchStatus
 
 STATE = SearchState(
     status=SearchStatus.RUNNING,

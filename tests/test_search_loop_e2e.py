@@ -19,14 +19,14 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.db import session_scope
-from app.models import Search, Trial
-from app.searches import create_search
-from app.spec import parse_spec
-from app.states import Label, SearchStatus, TrialStatus
-from app.trials import ancestry
+from app.domain.spec import parse_spec
+from app.domain.states import Label, SearchStatus, TrialStatus
+from app.services.import_recipe import create_search
+from app.store.models import Search, Trial
+from app.store.trials import ancestry
 from sandbox.docker_runner import NAMESPACE_LABEL, TRIAL_LABEL
-from tests.fake_llm import FakeLLM, reply
-from tests.loop_harness import BASELINE_ACC, deployment, loop_spec, make_loop_recipe
+from testing.fake_llm import FakeLLM, reply
+from testing.loop_harness import BASELINE_ACC, deployment, loop_spec, make_loop_recipe
 
 pytestmark = pytest.mark.docker
 
@@ -229,7 +229,7 @@ def test_a_search_runs_to_its_budget_and_learns_from_its_lineage(
 def _export(database_url: str, search_id: int, data_dir: Path) -> list[str]:
     from fastapi.testclient import TestClient
 
-    from app.api import create_app
+    from app.server import create_app
 
     settings = Settings(database_url=database_url, data_dir=data_dir)
     with TestClient(create_app(settings)) as client:

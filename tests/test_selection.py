@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from random import Random
 
-from app.selection import Candidate, ParentSelection, select_parent
-from app.states import Direction
+from app.domain.selection import Candidate, ParentSelection, select_parent
+from app.domain.states import Direction
 
 KEPT = [Candidate(10, 1, 0.5), Candidate(11, 2, 0.7), Candidate(12, 3, 0.7), Candidate(13, 4, 0.6)]
 

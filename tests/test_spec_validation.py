@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from tests.factories import Recipe, spec_dict
+from testing.factories import Recipe, spec_dict
 
 
 def with_path(spec: dict[str, Any], path: str, value: Any) -> dict[str, Any]:

@@ -17,36 +17,19 @@ import docker
 import pytest
 from sqlalchemy import func, select
 
-from app import loop
 from app.config import Settings
 from app.db import session_scope
-from app.models import Event, Search, Trial
-from app.searches import apply_action, create_search
-from app.spec import parse_spec
-from app.states import Label, SearchAction, SearchStatus, TrialStatus
+from app.domain.spec import parse_spec
+from app.domain.states import Label, SearchAction, SearchStatus, TrialStatus
+from app.services.control import apply_action
+from app.services.import_recipe import create_search
+from app.store import tick as ticks
+from app.store.models import Event, Search, Trial
 from sandbox.docker_runner import NAMESPACE_LABEL, TRIAL_LABEL
-from tests.loop_harness import Deployment, deployment, loop_spec, make_loop_recipe
+from testing.loop_harness import CONTROL_ONLY, Deployment, deployment, loop_spec, make_loop_recipe
 from workers.celery_app import make_celery
 
 pytestmark = pytest.mark.docker
-
-CONTROL_ONLY = [
-    {
-        "name": "knobs",
-        "kind": "control",
-        "surface": {"paths": ["train.py"]},
-        "knobs": [
-            {
-                "name": "lr",
-                "file": "train.py",
-                "pattern": r"^LR = (\S+)$",
-                "kind": "float",
-                "low": 0.01,
-                "high": 1.0,
-            }
-        ],
-    }
-]
 
 
 def baseline_only(database_url: str, tmp_path: Path, data_dir: Path, run: str) -> tuple[int, int]:
@@ -116,8 +99,8 @@ def test_a_trial_message_delivered_twice_runs_its_trial_once(
         data_dir = Path(running.env["TRIALFORGE_DATA_DIR"])
         search_id, baseline = baseline_only(database_url, tmp_path, data_dir, "python3 train.py")
         with session_scope(database_url) as session:
-            sends = loop.tick(session, search_id, heartbeat_s=1, max_attempts=3)
-        assert sends == [loop.Send(loop.Task.RUN, baseline, "trials")]
+            sends = ticks.tick(session, search_id, heartbeat_s=1, max_attempts=3)
+        assert sends == [ticks.Send(ticks.Task.RUN, baseline, "trials")]
         producer = make_celery(
             Settings(broker_url=running.env["TRIALFORGE_BROKER_URL"], data_dir=data_dir)
         )

@@ -27,7 +27,7 @@ from kombu.transport import sqlalchemy as sqlalchemy_transport
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings, settings
-from app.spec import TRIALS_QUEUE
+from app.domain.spec import TRIALS_QUEUE
 
 PROPOSE_QUEUE = "propose"
 PREPARE_ATTEMPTS = 5

@@ -1,8 +1,13 @@
-"""The one place errors become HTTP responses: `{"error": <class>, "detail": ...}`."""
+"""The one place errors become HTTP responses: `{"error": <class>, "detail": ...}`.
+
+Dashboard pages get an HTML error page instead, rendered by the renderer the
+server hands `install` (the dashboard's), so the API knows no templates.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,28 +31,27 @@ def _is_page(request: Request) -> bool:
     return not (path.startswith("/api/") or path == "/healthz" or path.endswith("/live"))
 
 
-async def trialforge_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, TrialforgeError)
-    if exc.status_code >= 500:
-        logger.error("api.error path=%s error=%s", request.url.path, exc.message)
-    if _is_page(request) and isinstance(exc, SignInRequired):
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
-    if _is_page(request):
-        from app.dashboard import templates
+PageRenderer = Callable[[Request, TrialforgeError], Response]
 
-        return templates.TemplateResponse(
-            request,
-            "error.html",
-            {"error": type(exc).__name__, "message": exc.message, "auth": False},
+
+def _trialforge_error(pages: PageRenderer | None) -> Callable[[Request, Exception], Any]:
+    async def handle(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TrialforgeError)
+        if exc.status_code >= 500:
+            logger.error("api.error path=%s error=%s", request.url.path, exc.message)
+        if pages is not None and _is_page(request):
+            if isinstance(exc, SignInRequired):
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
+            return pages(request, exc)
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        return JSONResponse(
+            {"error": type(exc).__name__, "detail": exc.detail},
             status_code=exc.status_code,
+            headers=headers,
         )
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-    return JSONResponse(
-        {"error": type(exc).__name__, "detail": exc.detail},
-        status_code=exc.status_code,
-        headers=headers,
-    )
+
+    return handle
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -64,6 +68,7 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def install(app: FastAPI) -> None:
-    app.add_exception_handler(TrialforgeError, trialforge_error)
+def install(app: FastAPI, pages: PageRenderer | None = None) -> None:
+    """`pages` renders errors of dashboard pages (every path but /api, /healthz and streams)."""
+    app.add_exception_handler(TrialforgeError, _trialforge_error(pages))
     app.add_exception_handler(RequestValidationError, validation_error)

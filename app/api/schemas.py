@@ -7,9 +7,9 @@ from typing import Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.models import Search, Trial
-from app.searches import SearchStats
-from app.states import Decision, Label, SearchStatus, TrialStatus
+from app.domain.states import Decision, Label, SearchStatus, TrialStatus
+from app.store.models import Search, Trial
+from app.store.searches import SearchStats
 
 T = TypeVar("T")
 

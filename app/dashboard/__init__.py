@@ -28,8 +28,8 @@ from fastapi.responses import (
 )
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
-from app import searches, trials
 from app.api.deps import (
     SESSION_COOKIE,
     ReadGuard,
@@ -40,19 +40,22 @@ from app.api.deps import (
     token_matches,
 )
 from app.config import Settings
-from app.dashboard import charts, views
+from app.dashboard import charts, palette, views
 from app.dashboard.context import as_data
 from app.db import session_scope
-from app.errors import InvalidRequest, NotFound, Unauthorized
-from app.pagination import DEFAULT_LIMIT
-from app.report import halt_report
-from app.states import Label, SearchAction, SearchStatus, TrialStatus, next_search_status
-from app.trials import TrialFilter, TrialSort
+from app.domain.states import Label, SearchAction, SearchStatus, TrialStatus, next_search_status
+from app.errors import InvalidRequest, NotFound, TrialforgeError, Unauthorized
+from app.services import control
+from app.store import searches, trials
+from app.store.pagination import DEFAULT_LIMIT
+from app.store.report import halt_report
+from app.store.trials import TrialFilter, TrialSort
 
 E = TypeVar("E", bound=StrEnum)
 HERE = Path(__file__).parent
 LIVE_POLL_S = 1.0  # how often the event stream looks for progress
 templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.globals["label_css"] = Markup(palette.badge_css())  # one rule per Label
 router = APIRouter(include_in_schema=False)
 sign_in = APIRouter(include_in_schema=False)  # open on a private server, as /static is
 
@@ -61,6 +64,16 @@ def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router, dependencies=[ReadGuard])
     app.include_router(sign_in)
+
+
+def error_page(request: Request, exc: TrialforgeError) -> Response:
+    """The HTML page for an error of a dashboard page (the API's errors stay JSON)."""
+    return templates.TemplateResponse(
+        request,
+        "error.html",
+        {"error": type(exc).__name__, "message": exc.message, "auth": False},
+        status_code=exc.status_code,
+    )
 
 
 def _page(request: Request, template: str, **context: Any) -> Response:
@@ -91,11 +104,11 @@ def searches_page(request: Request, session: SessionDep, cursor: str | None = No
     stats = searches.search_stats(session, [search.id for search in page.items])
     rows = []
     for search in page.items:
-        stat = stats[search.id]
-        gpus = int(search.spec.get("budgets", {}).get("trial", {}).get("gpus", 0))
+        stat, spec = stats[search.id], search.search_spec
+        gpus = spec.budgets.trial.gpus
         improvement = None
         if stat.best_score is not None and stat.baseline_score is not None:
-            improvement = stat.best_score - stat.baseline_score
+            improvement = spec.evaluator.direction.gain(stat.best_score, stat.baseline_score)
         rows.append({"search": search, "stats": stat, "improvement": improvement,
                      "gpu_seconds": stat.wallclock_s * gpus})  # fmt: skip
     return _page(request, "searches.html", rows=rows, next_cursor=page.next_cursor)
@@ -107,7 +120,7 @@ def search_page(search_id: int, request: Request, session: SessionDep) -> Respon
     view = views.search_view(session, search)
     stats = searches.search_stats(session, [search_id])[search_id]
     colours = charts.agent_colours(view.agents)
-    maximize = view.spec.evaluator.direction == "maximize"
+    direction = view.spec.evaluator.direction
     return _page(
         request,
         "search.html",
@@ -115,7 +128,7 @@ def search_page(search_id: int, request: Request, session: SessionDep) -> Respon
         stats=stats,
         colours=colours,
         progress=charts.progress_chart(
-            view.buckets, maximize=maximize, colours=colours, last_number=view.last_number
+            view.buckets, direction=direction, colours=colours, last_number=view.last_number
         ),
         failures=charts.failure_strips(
             view.buckets, agents=["baseline", *view.agents], last_number=view.last_number
@@ -123,7 +136,7 @@ def search_page(search_id: int, request: Request, session: SessionDep) -> Respon
         lineage=charts.lineage_graph(
             view.nodes, view.best_path, colours, lanes=["baseline", *view.agents]
         ),
-        label_colours=charts.LABEL_COLOURS,
+        label_colours=palette.LABEL_COLOURS,
         actions=[a for a in SearchAction if _allowed(search.status, a)],
         report=halt_report(session, search_id, stats),
     )
@@ -161,7 +174,7 @@ def compare_searches(request: Request, session: SessionDep, ids: str = "") -> Re
                 "report": halt_report(session, search_id),
                 "progress": charts.progress_chart(
                     view.buckets,
-                    maximize=view.spec.evaluator.direction == "maximize",
+                    direction=view.spec.evaluator.direction,
                     colours=colours,
                     last_number=view.last_number,
                 ),
@@ -230,7 +243,7 @@ def act(
     token: Annotated[str | None, Form()] = None,
 ) -> RedirectResponse:
     _check_token(request, settings, token)
-    searches.apply_action(session, search_id, action, actor="dashboard")
+    control.apply_action(session, search_id, action, actor="dashboard")
     return RedirectResponse(f"/searches/{search_id}", status_code=303)
 
 
@@ -243,7 +256,7 @@ def rerun(
     token: Annotated[str | None, Form()] = None,
 ) -> RedirectResponse:
     _check_token(request, settings, token)
-    copy = searches.rerun_trial(session, trial_id, actor="dashboard")
+    copy = control.rerun_trial(session, trial_id, actor="dashboard")
     session.flush()
     return RedirectResponse(f"/trials/{copy.id}", status_code=303)
 

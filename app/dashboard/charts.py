@@ -15,6 +15,9 @@ from html import escape
 
 from markupsafe import Markup
 
+from app.dashboard.palette import LABEL_COLOURS, label_colour
+from app.domain.states import Direction
+
 WIDTH, HEIGHT = 900, 300
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 16, 16, 36
 FAIL_BAND = 14  # px at the bottom of the progress chart where failures are marked
@@ -22,19 +25,6 @@ PALETTE = (
     "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2",
     "#edc948", "#ff9da7", "#9c755f", "#e15759", "#bab0ac",
 )  # fmt: skip
-LABEL_COLOURS = {
-    "ok": "#59a14f",
-    "patch_rejected": "#bab0ac",
-    "illegal_edit": "#b07aa1",
-    "duplicate": "#d3d3d3",
-    "crash": "#e15759",
-    "budget_overrun": "#f28e2b",
-    "oom": "#9c755f",
-    "size_failure": "#edc948",
-    "gate_miss": "#ff9da7",
-    "evaluator_error": "#76b7b2",
-    "infra_error": "#4e4e4e",
-}
 BASELINE_COLOUR = "#333333"
 
 
@@ -67,7 +57,11 @@ def agent_colours(agents: Sequence[str]) -> dict[str, str]:
 
 
 def progress_chart(
-    buckets: Sequence[Bucket], *, maximize: bool, colours: Mapping[str, str], last_number: int
+    buckets: Sequence[Bucket],
+    *,
+    direction: Direction,
+    colours: Mapping[str, str],
+    last_number: int,
 ) -> Markup:
     """Best-so-far step line over trial number, bucket bests coloured by agent, failures below."""
     scored = sorted((b for b in buckets if b.label == "ok" and b.best is not None),
@@ -87,7 +81,7 @@ def progress_chart(
     steps: list[str] = []
     for bucket in scored:
         assert bucket.best is not None
-        if best is None or (bucket.best > best if maximize else bucket.best < best):
+        if best is None or direction.better(bucket.best, best):
             if best is not None:
                 steps.append(f"{x(bucket.first):.1f},{y(best):.1f}")
             best = bucket.best
@@ -121,7 +115,7 @@ def progress_chart(
         cx = x((first + span[first]) / 2)
         parts.append(
             f'<path class="fail" d="M{cx - 3:.1f},{band - 3:.1f}l6,6m0,-6l-6,6" '
-            f'stroke="{LABEL_COLOURS.get(worst, "#888")}">'
+            f'stroke="{label_colour(worst)}">'
             f"<title>{escape(title)}</title></path>"
         )
     return _svg(parts)
@@ -155,7 +149,7 @@ def failure_strips(
             if not found:
                 continue
             cell, total, offset = found, sum(found.values()), 0.0
-            for label in LABEL_COLOURS:
+            for label, colour in LABEL_COLOURS.items():
                 count = cell.get(label, 0)
                 if not count:
                     continue
@@ -164,7 +158,7 @@ def failure_strips(
                 parts.append(
                     f'<rect x="{PAD_LEFT + column * col_w:.1f}" y="{top + offset:.1f}" '
                     f'width="{max(col_w - 1, 1):.1f}" height="{h:.1f}" '
-                    f'fill="{LABEL_COLOURS[label]}"><title>trials {first}-{last}: {count} '
+                    f'fill="{colour}"><title>trials {first}-{last}: {count} '
                     f"{label}</title></rect>"
                 )
                 offset += h
@@ -219,7 +213,7 @@ def lineage_graph(
         cx, cy = pos(node)
         ok = node.label == "ok"
         fill = colours.get(node.agent, "#888") if ok or node.label is None else "#ffffff"
-        stroke = "#222" if node.trial_id in on_path else LABEL_COLOURS.get(node.label or "", "#888")
+        stroke = "#222" if node.trial_id in on_path else label_colour(node.label)
         score = "" if node.score is None else f", score {node.score:.6g}"
         title = f"trial {node.number} by {node.agent}: {node.label or 'pending'}{score}"
         parts.append(

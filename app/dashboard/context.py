@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import inspect
 
 from app.api.schemas import TrialSummaryOut
-from app.models import Search, Trial
+from app.store.models import Search, Trial
 
 
 def as_data(value: Any) -> Any:

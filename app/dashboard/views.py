@@ -2,26 +2,27 @@
 
 Nothing here loads a search's trials whole: the charts and the leaderboard
 read a few hundred buckets (`GROUP BY number // width, agent, label`) summed
-from the stored blocks of settled trials (`app.rollup`) and the live tail,
+from the stored blocks of settled trials (`app.store.rollup`) and the live tail,
 the lineage graph the best path plus the most recent trials, the table one
 keyset page. So a page costs about the same at 100k trials as at 100.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Executable, case, func, select
+from sqlalchemy import Executable, func, select
 from sqlalchemy.orm import Session
 
 from app.dashboard.charts import Bucket, Node
-from app.models import Agent, Search, Trial, TrialRollup
-from app.rollup import BLOCK
-from app.spec import SearchSpec
-from app.states import Direction, Label, TrialStatus
-from app.trials import ancestry
+from app.domain.leaderboard import BASELINE_AGENT, Standing, label_counts, standings
+from app.domain.spec import SearchSpec
+from app.domain.states import Direction, Label, TrialStatus
+from app.store.models import Agent, Search, Trial, TrialRollup
+from app.store.ordering import best_of
+from app.store.rollup import BLOCK, tallies
+from app.store.trials import ancestry
 
 CHART_BUCKETS = 300  # per chart: the x resolution of the progress curve
 LINEAGE_RECENT = 250  # most recent trials drawn in the lineage graph, besides the best path
@@ -29,24 +30,11 @@ LINEAGE_BEST_STEPS = 100  # latest steps of the best path drawn in the lineage g
 
 
 @dataclass(frozen=True)
-class AgentRow:
-    name: str
-    kind: str
-    trials: int
-    ok: int
-    wins: int  # ok trials that beat their parent
-    best_delta: float | None  # the largest improvement over a parent
-    failure_rate: float
-    tokens: int
-    cost_usd: float
-
-
-@dataclass(frozen=True)
 class SearchView:
     search: Search
     spec: SearchSpec
     agents: list[str]
-    leaderboard: list[AgentRow]
+    leaderboard: list[Standing]
     buckets: list[Bucket]
     nodes: list[Node]
     best_path: list[int]
@@ -56,8 +44,8 @@ class SearchView:
 
 
 def search_view(session: Session, search: Search) -> SearchView:
-    spec = SearchSpec.model_validate(search.spec)
-    direction = Direction(spec.evaluator.direction)
+    spec = search.search_spec
+    direction = spec.evaluator.direction
     last = session.scalar(select(func.max(Trial.number)).where(Trial.search_id == search.id)) or 0
     rows = _rows(session, search, direction, last)
     names: dict[int | None, str] = {
@@ -71,16 +59,17 @@ def search_view(session: Session, search: Search) -> SearchView:
         if search.best_trial_id
         else []
     )
+    counted = tallies(session, search)
     return SearchView(
         search=search,
         spec=spec,
         agents=[agent.name for agent in spec.agents],
-        leaderboard=_leaderboard(rows, names, {a.name: a.kind for a in spec.agents}),
+        leaderboard=standings(counted, [(a.name, a.kind) for a in spec.agents]),
         buckets=[
             Bucket(
                 r.first,
                 min(r.last, last),
-                names.get(r.agent_id, "baseline"),
+                names.get(r.agent_id, BASELINE_AGENT),
                 str(r.label),
                 r.count,
                 r.best if r.label == Label.OK else None,
@@ -92,7 +81,7 @@ def search_view(session: Session, search: Search) -> SearchView:
         best_path=shown,
         best_path_hidden=len(shown) == LINEAGE_BEST_STEPS,
         last_number=last,
-        labels=_label_counts(rows),
+        labels=label_counts(counted),
     )
 
 
@@ -106,14 +95,10 @@ class _Row:
     best: float | None
     first: int
     last: int
-    wins: int
-    best_delta: float | None
-    tokens: int
-    cost_usd: float
 
 
 def _rows(session: Session, search: Search, direction: Direction, last: int) -> list[_Row]:
-    """The stored blocks of settled trials (`app.rollup`), re-bucketed, plus the rest live."""
+    """The stored blocks of settled trials (`app.store.rollup`), re-bucketed, plus the rest live."""
     width = _bucket_width(last)
     stored = search.rollup_blocks * BLOCK if width >= BLOCK else 0
     rows = _stored(session, search.id, direction, width) if stored else []
@@ -131,18 +116,13 @@ def _bucket_width(last: int) -> int:
 
 def _stored(session: Session, search_id: int, direction: Direction, width: int) -> list[_Row]:
     slot = (TrialRollup.block // (width // BLOCK)).label("slot")
-    best = TrialRollup.best
     query = (
         select(
             slot,
             TrialRollup.agent_id,
             TrialRollup.label,
             func.sum(TrialRollup.count),
-            func.max(best) if direction is Direction.MAXIMIZE else func.min(best),
-            func.sum(TrialRollup.wins),
-            func.max(TrialRollup.best_delta),
-            func.sum(TrialRollup.tokens),
-            func.sum(TrialRollup.cost_usd),
+            best_of(TrialRollup.best, direction),
         )
         .where(TrialRollup.search_id == search_id, TrialRollup.status == TrialStatus.FINISHED)
         .group_by(slot, TrialRollup.agent_id, TrialRollup.label)
@@ -158,20 +138,8 @@ def _rollup(
     An index-only range scan of `ix_trial_rollup`; buckets are `width` trials wide.
     """
     slot = (Trial.number // width).label("slot")
-    best = func.max(Trial.score) if direction is Direction.MAXIMIZE else func.min(Trial.score)
-    won = case(((Trial.label == Label.OK) & (Trial.delta > 0), 1), else_=0)
     query = (
-        select(
-            slot,
-            Trial.agent_id,
-            Trial.label,
-            func.count(),
-            best,
-            func.sum(won),
-            func.max(case((Trial.label == Label.OK, Trial.delta))),
-            func.coalesce(func.sum(Trial.tokens_in + Trial.tokens_out), 0),
-            func.coalesce(func.sum(Trial.cost_usd), 0.0),
-        )
+        select(slot, Trial.agent_id, Trial.label, func.count(), best_of(Trial.score, direction))
         .where(
             Trial.search_id == search_id,
             Trial.number >= low,
@@ -185,16 +153,13 @@ def _rollup(
 def _as_rows(session: Session, query: Executable, width: int) -> list[_Row]:
     # A bucket's span comes from its slot: no min/max per group (each aggregate costs a pass).
     return [
-        _Row(agent_id, label, count, score, slot * width, slot * width + width - 1,
-             int(wins or 0), best_delta, int(tokens or 0), float(cost or 0.0))
-        for slot, agent_id, label, count, score, wins, best_delta, tokens, cost
-        in session.execute(query)
-    ]  # fmt: skip
+        _Row(agent_id, label, count, score, slot * width, slot * width + width - 1)
+        for slot, agent_id, label, count, score in session.execute(query)
+    ]
 
 
 def _merged(rows: list[_Row], direction: Direction) -> list[_Row]:
     """One row per bucket, agent and label: a bucket can straddle the stored line."""
-    better = max if direction is Direction.MAXIMIZE else min
     merged: dict[tuple[int, int | None, str | None], _Row] = {}
     for row in rows:
         key = (row.first, row.agent_id, row.label)
@@ -202,56 +167,15 @@ def _merged(rows: list[_Row], direction: Direction) -> list[_Row]:
         merged[key] = (
             row
             if seen is None
-            else replace(
-                row,
-                count=seen.count + row.count,
-                best=_either(better, seen.best, row.best),
-                wins=seen.wins + row.wins,
-                best_delta=_either(max, seen.best_delta, row.best_delta),
-                tokens=seen.tokens + row.tokens,
-                cost_usd=seen.cost_usd + row.cost_usd,
-            )
+            else replace(row, count=seen.count + row.count, best=_better(direction, seen, row))
         )
     return list(merged.values())
 
 
-def _either(
-    pick: Callable[[float, float], float], a: float | None, b: float | None
-) -> float | None:
-    return b if a is None else a if b is None else pick(a, b)
-
-
-def _leaderboard(
-    rows: list[_Row], names: dict[int | None, str], kinds: dict[str, str]
-) -> list[AgentRow]:
-    board = []
-    for agent_id, name in names.items():
-        mine = [row for row in rows if row.agent_id == agent_id]
-        finished = sum(row.count for row in mine if row.label is not None)
-        failed = sum(row.count for row in mine if row.label not in (None, Label.OK))
-        deltas = [row.best_delta for row in mine if row.best_delta is not None]
-        board.append(
-            AgentRow(
-                name=name,
-                kind=kinds.get(name, ""),
-                trials=sum(row.count for row in mine),
-                ok=sum(row.count for row in mine if row.label == Label.OK),
-                wins=sum(row.wins for row in mine),
-                best_delta=max(deltas) if deltas else None,
-                failure_rate=failed / finished if finished else 0.0,
-                tokens=sum(row.tokens for row in mine),
-                cost_usd=sum(row.cost_usd for row in mine),
-            )
-        )
-    return board
-
-
-def _label_counts(rows: list[_Row]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in rows:
-        if row.label is not None:
-            counts[str(row.label)] = counts.get(str(row.label), 0) + row.count
-    return dict(sorted(counts.items()))
+def _better(direction: Direction, a: _Row, b: _Row) -> float | None:
+    if a.best is None or b.best is None:
+        return b.best if a.best is None else a.best
+    return direction.best((a.best, b.best))
 
 
 def lineage_nodes(session: Session, search_id: int, best_path: list[int]) -> list[Node]:
@@ -265,7 +189,7 @@ def lineage_nodes(session: Session, search_id: int, best_path: list[int]) -> lis
         .where(Trial.id.in_(wanted | parents))
     )
     return [
-        Node(trial_id, number, parent_id, agent or "baseline", label, score)
+        Node(trial_id, number, parent_id, agent or BASELINE_AGENT, label, score)
         for trial_id, number, parent_id, agent, label, score in rows
     ]
 
@@ -276,7 +200,7 @@ class TrialView:
     search: Search
     parent: Trial | None
     children: list[tuple[int, int, str | None]]  # (id, number, label)
-    delta: float | None
+    delta: float | None  # over the parent, as stored when the trial finished (by direction)
     metrics: dict[str, Any]
 
 
@@ -293,10 +217,7 @@ def trial_view(session: Session, trial: Trial) -> TrialView:
             .limit(200)
         )
     ]
-    delta = None
-    if trial.score is not None and parent is not None and parent.score is not None:
-        delta = trial.score - parent.score
-    return TrialView(trial, search, parent, children, delta, dict(trial.metrics or {}))
+    return TrialView(trial, search, parent, children, trial.delta, dict(trial.metrics or {}))
 
 
 def diff_lines(diff: str) -> list[tuple[str, str]]:

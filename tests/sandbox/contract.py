@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import EvalRequest, EvalResult, Limits, Runner, RunnerKind, RunRequest, RunResult
+from sandbox import Backend, EvalRequest, EvalResult, Limits, Runner, RunRequest, RunResult
 from sandbox.logtail import DROPPED_NOTICE, LOG_TAIL_BYTES
 
 MiB = 1024 * 1024
@@ -32,11 +32,12 @@ POLL_TIMEOUT_S = 15.0
 WORKER = """
 import sys
 from pathlib import Path
-from sandbox import Limits, RunRequest, make_runner
+from sandbox import Backend, Limits, RunRequest
+from sandbox.select import make_runner
 kind, image, trial_id, recipe, output = sys.argv[1:]
 limits = Limits(wallclock_s=60.0, memory_bytes=64 * 1024 * 1024, cpus=1.0)
 request = RunRequest(int(trial_id), image, "python3 train.py", Path(recipe), Path(output), limits)
-make_runner(kind).run(request)
+make_runner(Backend(kind)).run(request)
 """
 
 
@@ -109,7 +110,7 @@ class Harness:
 
 
 class RunnerContract:
-    kind: RunnerKind
+    kind: Backend
 
     @pytest.fixture
     def runner(self) -> Runner:

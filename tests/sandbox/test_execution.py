@@ -15,17 +15,18 @@ from typing import Any
 import docker
 import pytest
 
-from app.edits import Replace, render_diff
-from app.execution import Execution, execute, repeat_seeds
+from app.domain.edits import Replace, render_diff
+from app.domain.seeds import Execution, repeat_seeds
+from app.domain.spec import Gate, NoiseSpec, Preflight, SearchSpec, parse_spec
+from app.domain.states import Direction, Label
 from app.fingerprint import directory_digest
 from app.gitstore import GitStore
-from app.spec import Gate, NoiseSpec, Preflight, SearchSpec, parse_spec
-from app.states import Label
+from app.services.run_trial import execute
 from sandbox import EvalRequest, EvalResult, Runner, RunRequest, RunResult
 from sandbox.docker_runner import TRIAL_LABEL, DockerRunner
 from sandbox.image import DEFAULT_TAG
 from sandbox.local_runner import LocalRunner
-from tests.factories import commit_all
+from testing.factories import commit_all
 
 # The baseline recipe: "trains" a model whose accuracy is the constant ACC.
 TRAIN_PY = """\
@@ -336,10 +337,10 @@ def test_seeds_reach_the_recipe_and_a_nominee_is_confirmed_on_fresh_seeds(
         return once
 
     base_runs = repeat_seeds(run(baseline_commit), noisy.noise, baseline=True, best_runs=[],
-                             maximize=True)  # fmt: skip
+                             direction=Direction.MAXIMIZE)  # fmt: skip
     candidate = repeat_seeds(run(better), noisy.noise, baseline=False,
-                             best_runs=list(base_runs.runs), maximize=True,
-                             nominated=lambda: nominations.append(True))  # fmt: skip
+                             best_runs=list(base_runs.runs), direction=Direction.MAXIMIZE,
+                             nominate=lambda: nominations.append(True))  # fmt: skip
 
     assert seeds == [0, 1, 2, 3, 0, 1, 2, 3]
     assert len(set(base_runs.runs)) == 4  # each seed gave its own score
@@ -390,7 +391,8 @@ def test_gates_can_apply_to_the_mean_over_seeds(
                        seed=seed)  # fmt: skip
 
     assert gated.noise is not None
-    result = repeat_seeds(once, gated.noise, baseline=True, best_runs=[], maximize=True,
+    result = repeat_seeds(once, gated.noise, baseline=True, best_runs=[],
+                          direction=Direction.MAXIMIZE,
                           mean_gates=gated.evaluator.gates if on_mean else ())  # fmt: skip
 
     assert result.verdict.label is expected, result.verdict

@@ -14,8 +14,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from sandbox import RunnerKind, RunRequest, SandboxUnavailable, make_runner
+from sandbox import Backend, RunRequest, SandboxUnavailable
 from sandbox.docker_runner import NAMESPACE_LABEL, TRIAL_LABEL, DockerRunner
+from sandbox.select import make_runner
 from tests.sandbox.contract import LIMITS, Harness
 
 NO_DAEMON = "unix:///nonexistent/docker.sock"
@@ -96,7 +97,7 @@ def test_making_a_docker_runner_without_a_daemon_says_the_sandbox_is_unavailable
     monkeypatch.setenv("DOCKER_HOST", NO_DAEMON)
 
     with pytest.raises(SandboxUnavailable, match="cannot reach the Docker daemon"):
-        make_runner(RunnerKind.DOCKER)
+        make_runner(Backend.DOCKER)
 
 
 @pytest.mark.docker

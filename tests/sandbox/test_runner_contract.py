@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from sandbox import Runner, RunnerKind
+from sandbox import Backend, Runner
 from sandbox.docker_runner import TRIAL_LABEL, DockerRunner
 from sandbox.local_runner import LOCAL_TRIAL_ENV, LocalRunner
 from tests.sandbox.contract import RunnerContract
@@ -21,7 +21,7 @@ from tests.sandbox.contract import RunnerContract
 
 @pytest.mark.docker
 class TestDockerRunner(RunnerContract):
-    kind = RunnerKind.DOCKER
+    kind = Backend.DOCKER
 
     @pytest.fixture
     def runner(self, docker_client: docker.DockerClient) -> Runner:
@@ -43,7 +43,7 @@ class TestDockerRunner(RunnerContract):
 
 
 class TestLocalRunner(RunnerContract):
-    kind = RunnerKind.LOCAL
+    kind = Backend.LOCAL
 
     @pytest.fixture
     def runner(self) -> Runner:

@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from fastapi.responses import StreamingResponse
 
-from app import searches, trials
 from app.api.deps import SessionDep, SettingsDep, WriteGuard
 from app.api.schemas import (
     EventOut,
@@ -23,11 +22,13 @@ from app.api.schemas import (
     TrialSummaryOut,
 )
 from app.db import session_scope
-from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from app.report import halt_report
-from app.spec import SearchSpec
-from app.states import Label, SearchAction, SearchStatus, TrialStatus
-from app.trials import TrialFilter, TrialSort
+from app.domain.spec import SearchSpec
+from app.domain.states import Label, SearchAction, SearchStatus, TrialStatus
+from app.services import control, import_recipe
+from app.store import searches, trials
+from app.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from app.store.report import halt_report
+from app.store.trials import TrialFilter, TrialSort
 
 router = APIRouter(prefix="/api/searches", tags=["searches"])
 
@@ -43,7 +44,7 @@ def _out(session: SessionDep, search_id: int) -> SearchOut:
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteGuard])
 def create_search(spec: SearchSpec, session: SessionDep, settings: SettingsDep) -> SearchOut:
     """Import the recipe, record the roster and the baseline trial, and start the search."""
-    search = searches.create_search(
+    search = import_recipe.create_search(
         session,
         spec,
         repos_dir=settings.repos_dir,
@@ -77,7 +78,7 @@ def get_search(search_id: int, session: SessionDep) -> SearchOut:
 @router.post("/{search_id}/{action}", dependencies=[WriteGuard])
 def act_on_search(search_id: int, action: SearchAction, session: SessionDep) -> SearchOut:
     """Pause, resume or cancel; an illegal move for the current status is a 409."""
-    searches.apply_action(session, search_id, action, actor="api")
+    control.apply_action(session, search_id, action, actor="api")
     return _out(session, search_id)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app import searches, trials
 from app.api.deps import SessionDep, WriteGuard
 from app.api.schemas import TrialOut
+from app.services import control
+from app.store import trials
 
 router = APIRouter(prefix="/api/trials", tags=["trials"])
 
@@ -20,5 +21,5 @@ def get_trial(trial_id: int, session: SessionDep) -> TrialOut:
 @router.post("/{trial_id}/rerun", status_code=201, dependencies=[WriteGuard])
 def rerun_trial(trial_id: int, session: SessionDep) -> TrialOut:
     """Queue the same commit again as a new trial; 409 when the search can no longer run."""
-    copy = searches.rerun_trial(session, trial_id, actor="api")
+    copy = control.rerun_trial(session, trial_id, actor="api")
     return TrialOut.build(trials.get_trial(session, copy.id))

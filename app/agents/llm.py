@@ -1,0 +1,102 @@
+"""The LLM specialist: a tool-using session (`app.agents.session`, the default), or
+single-shot, one prompt from the lineage digest and one edit back, for models without
+tool calling.
+
+Talks to any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama) through the
+`openai` client, which retries rate limits, 5xx and dropped connections with
+exponential backoff. A reply that cannot become a diff is answered with the
+reason and retried; after `MAX_REPLY_ATTEMPTS` the trial is `patch_rejected`.
+An edit that parses but breaks the rules (outside the surface, protected) is
+not retried here: it becomes the trial's `illegal_edit`, which later
+prompts show. An endpoint that stays down is an `infra_error`, not the idea's.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import cast
+
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+
+from app.agents.files import parent_reader
+from app.agents.session import run_session
+from app.agents.usage import add_usage
+from app.config import Settings
+from app.domain.digest import build_messages
+from app.domain.edits import MalformedEdit, parse_reply, render_diff
+from app.domain.legality import parse_diff
+from app.domain.proposals import Proposal, ProposalFailed, ProposalJob, Usage
+from app.domain.spec import AgentSpec, LLMMode
+from app.domain.states import Label
+from app.errors import EditRejected
+from app.gitstore import GitStore
+
+logger = logging.getLogger(__name__)
+
+MAX_REPLY_ATTEMPTS = 3
+HTTP_RETRIES = 4  # the client's own backoff on 429, 5xx and connection errors
+REQUEST_TIMEOUT_S = 300.0
+NO_KEY = "unused"  # local endpoints (vLLM, Ollama) accept any key; the client needs one
+
+
+class LLMAgent:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def propose(self, job: ProposalJob, store: GitStore) -> Proposal:
+        agent = job.agent
+        assert agent.model is not None  # the spec requires a model for llm agents
+        client = self._client(agent)
+        if agent.mode is LLMMode.SESSION:
+            return run_session(client, job, store)
+        read = parent_reader(store, job.parent_commit)
+        messages = cast(list[ChatCompletionMessageParam], build_messages(job.digest))
+        usage = Usage()
+        reason = ""
+        for attempt in range(1, MAX_REPLY_ATTEMPTS + 1):
+            try:
+                response = client.chat.completions.create(
+                    model=agent.model,
+                    messages=messages,
+                    temperature=agent.temperature,
+                    max_tokens=agent.max_output_tokens,
+                )
+            except openai.APIError as error:
+                raise ProposalFailed(
+                    Label.INFRA_ERROR, f"model endpoint failed: {error}", usage
+                ) from error
+            usage = add_usage(usage, response.usage, agent)
+            text = (response.choices[0].message.content if response.choices else None) or ""
+            try:
+                draft = parse_reply(text)
+                diff = render_diff(draft.edits, read)
+                parse_diff(diff)
+            except (MalformedEdit, EditRejected) as error:
+                reason = str(error)
+                logger.info(
+                    "agent.reply_unusable trial_id=%s attempt=%s reason=%s",
+                    job.trial_id,
+                    attempt,
+                    reason[:200],
+                )
+                messages += [
+                    {"role": "assistant", "content": text},
+                    {"role": "user", "content": f"That reply could not be used: {reason}"},
+                ]
+                continue
+            return Proposal(draft.hypothesis, diff, usage)
+        raise ProposalFailed(
+            Label.PATCH_REJECTED,
+            f"no usable reply in {MAX_REPLY_ATTEMPTS} attempts; last: {reason}",
+            usage,
+        )
+
+    def _client(self, agent: AgentSpec) -> openai.OpenAI:
+        key = self.settings.llm_api_key
+        return openai.OpenAI(
+            base_url=agent.base_url or self.settings.llm_base_url,
+            api_key=key.get_secret_value() if key else NO_KEY,
+            max_retries=HTTP_RETRIES,
+            timeout=REQUEST_TIMEOUT_S,
+        )

@@ -1,0 +1,1 @@
+"""The `trialforge` command and what it runs: the subcommands, the demo, the process launcher."""

@@ -1,0 +1,75 @@
+"""What an agent is given and what it hands back: plain frozen data, no session, no git.
+
+`ProposalJob` is a snapshot of everything an agent needs (its spec, the
+parent commit, the lineage digest, what its tools may show), taken so the
+agent runs with no database session open however long the model takes. An
+agent returns a `Proposal` or raises `ProposalFailed` with the label the
+trial gets; tokens and cost travel with both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.domain.digest import Digest
+from app.domain.leaderboard import Standing
+from app.domain.spec import AgentSpec, SearchSpec
+from app.domain.states import Label
+from app.domain.workbench import TrialRef
+
+
+@dataclass(frozen=True)
+class ProposalJob:
+    trial_id: int
+    number: int
+    search_id: int
+    spec: SearchSpec
+    agent: AgentSpec
+    repo_path: Path
+    parent_commit: str
+    digest: Digest
+    seed: int
+    parent_number: int = 0
+    # For a combiner: (agent, parent commit, commit) of recent keeps not in the parent's line.
+    keeps: tuple[tuple[str, str, str], ...] = ()
+    # For a tool-using session: the recorded trials its tools may show, the best line,
+    # and the leaderboard (the digest's, so the prompt and the tools agree).
+    trials: tuple[TrialRef, ...] = ()
+    best_line: tuple[int, ...] = ()
+    leaderboard: tuple[Standing, ...] = ()
+
+
+@dataclass(frozen=True)
+class Usage:
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+Transcript = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    hypothesis: str
+    diff: str
+    usage: Usage = Usage()
+    parent_number: int | None = None  # set when the session rebased onto another trial
+    transcript: Transcript | None = None
+
+
+class ProposalFailed(Exception):
+    """The agent produced no usable edit; `label` says which kind of failure."""
+
+    def __init__(
+        self,
+        label: Label,
+        reason: str,
+        usage: Usage = Usage(),
+        transcript: Transcript | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.label, self.reason, self.usage = label, reason, usage
+        self.transcript = transcript

@@ -1,0 +1,292 @@
+"""The tools an agent session works with: read, grep, edit a scratch copy, inspect, submit.
+
+Every tool is served by Trialforge, never a shell: reads come from the
+search's git store at the session's base commit, edits land in an in-memory
+scratch copy, and the rules (surface, protected paths) are enforced when an
+edit is made, with the reason returned so the model can correct itself.
+Nothing here writes to the store or the lineage; `submit` only produces the
+diff that the proposal service then commits like any other.
+
+Every tool's output is capped (`OUTPUT_CHARS`) so one call cannot flood the
+model's context.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from app.domain.edits import MalformedEdit, file_diff, replace_once
+from app.domain.leaderboard import Standing, describe, outcome
+from app.domain.legality import FileChange, check_paths, glob_match
+from app.domain.states import KEPT
+from app.errors import EditRejected, NotFound
+
+OUTPUT_CHARS = 8000  # per tool call
+READ_LINES = 400  # per read_file call
+GREP_MATCHES = 100
+LINEAGE_PAGE = 10
+
+
+class Repo(Protocol):
+    def show_file(self, sha: str, path: str) -> str: ...
+
+    def list_files(self, sha: str) -> list[str]: ...
+
+    def diff(self, a_sha: str, b_sha: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class TrialRef:
+    """A recorded trial as the session's tools may show it."""
+
+    number: int
+    agent: str
+    hypothesis: str
+    label: str | None
+    score: float | None
+    delta: float | None
+    commit: str | None
+    parent_number: int | None
+    reason: str = ""
+    log_tail: str = ""
+    decision: str | None = None
+
+
+@dataclass
+class Submission:
+    hypothesis: str
+    diff: str
+    parent_number: int
+    expected_delta: float | None
+
+
+@dataclass
+class Workbench:
+    repo: Repo
+    trials: Mapping[int, TrialRef]  # by number
+    base: TrialRef  # the trial the edit applies to; `rebase` changes it
+    surface: Sequence[str]
+    protected: Sequence[str]
+    best_line: Sequence[int] = ()  # numbers from the baseline to the best
+    leaderboard: Sequence[Standing] = ()  # the digest's: the prompt and the tools agree
+    scratch: dict[str, str] = field(default_factory=dict)  # path -> new content
+    submission: Submission | None = None
+
+    def call(self, name: str, arguments: str) -> str:
+        """Run one tool call; a bad call is answered with its error, never raised."""
+        tool = self._tools().get(name)
+        if tool is None:
+            return f"error: no tool {name!r}; the tools are {', '.join(self._tools())}"
+        try:
+            args = json.loads(arguments or "{}")
+            if not isinstance(args, dict):
+                raise ValueError("arguments must be a JSON object")
+            output = tool(**args)
+        except (TypeError, ValueError) as error:
+            return f"error: bad arguments for {name}: {error}"
+        except NotFound as error:
+            return f"error: {error.message}"
+        return output if len(output) <= OUTPUT_CHARS else output[:OUTPUT_CHARS] + "\n[...cut]"
+
+    def _tools(self) -> dict[str, Callable[..., str]]:
+        return {
+            "list_files": self.list_files,
+            "read_file": self.read_file,
+            "grep": self.grep,
+            "edit_file": self.edit_file,
+            "lineage": self.lineage,
+            "trial": self.trial,
+            "diff": self.diff,
+            "rebase": self.rebase,
+            "check": self.check,
+            "submit": self.submit,
+        }
+
+    def _commit(self) -> str:
+        assert self.base.commit is not None  # only committed trials become bases
+        return self.base.commit
+
+    def _files(self) -> list[str]:
+        return sorted(set(self.repo.list_files(self._commit())) | set(self.scratch))
+
+    def _content(self, path: str) -> str:
+        if path in self.scratch:
+            return self.scratch[path]
+        return self.repo.show_file(self._commit(), path)
+
+    def list_files(self, prefix: str = "") -> str:
+        files = [path for path in self._files() if path.startswith(prefix)]
+        mine = [f"{p}{' (editable)' if self._editable(p) else ''}" for p in files]
+        return "\n".join(mine) or f"no files under {prefix!r}"
+
+    def read_file(self, path: str, start_line: int = 1, end_line: int | None = None) -> str:
+        lines = self._content(path).splitlines()
+        start = max(start_line, 1)
+        end = min(end_line or len(lines), start + READ_LINES - 1, len(lines))
+        shown = [f"{number:>5}  {lines[number - 1]}" for number in range(start, end + 1)]
+        more = f"\n[lines {end + 1}-{len(lines)} not shown]" if end < len(lines) else ""
+        return f"{path} ({len(lines)} lines)\n" + "\n".join(shown) + more
+
+    def grep(self, pattern: str, path_glob: str = "**") -> str:
+        try:
+            regex = re.compile(pattern)
+        except re.error as error:
+            return f"error: not a regular expression: {error}"
+        matches = []
+        for path in self._files():
+            if not glob_match(path_glob, path):
+                continue
+            for number, line in enumerate(self._content(path).splitlines(), start=1):
+                if regex.search(line):
+                    matches.append(f"{path}:{number}: {line}")
+                    if len(matches) >= GREP_MATCHES:
+                        return "\n".join(matches) + "\n[more matches not shown]"
+        return "\n".join(matches) or "no matches"
+
+    def edit_file(self, path: str, search: str, replace: str) -> str:
+        exists = path in self._files()
+        change = FileChange(path, None, None, is_binary=False, is_delete=False, is_new=not exists)
+        try:
+            check_paths([change], self.protected, self.surface)
+        except EditRejected as refusal:
+            return f"refused: {refusal.reason}. Nothing was changed."
+        try:
+            edited = replace_once(path, self._content(path) if exists else None, search, replace)
+        except MalformedEdit as refusal:
+            return f"refused: {refusal}. Nothing was changed."
+        self.scratch[path] = edited
+        return f"edited {path}" if exists else f"created {path}"
+
+    def lineage(self, page: int = 1) -> str:
+        lines = ["Leaderboard:"] + [f"  {describe(standing)}" for standing in self.leaderboard]
+        lines.append("Best line (baseline to best):")
+        lines += [_line(self.trials[n]) for n in self.best_line if n in self.trials]
+        recent = sorted(self.trials, reverse=True)
+        first = (max(page, 1) - 1) * LINEAGE_PAGE
+        lines.append(f"Recent trials, page {max(page, 1)} (newest first):")
+        for number in recent[first : first + LINEAGE_PAGE]:
+            ref = self.trials[number]
+            lines.append(_line(ref))
+            if ref.label not in (None, "ok") and ref.log_tail:
+                lines.append("    log: " + ref.log_tail[-300:].replace("\n", "\n    "))
+        if first + LINEAGE_PAGE < len(recent):
+            lines.append(f"(more: lineage(page={max(page, 1) + 1}))")
+        return "\n".join(lines)
+
+    def trial(self, number: int) -> str:
+        ref = self._known(number)
+        text = _line(ref) + (f"\nreason: {ref.reason}" if ref.reason else "")
+        parent = self.trials.get(ref.parent_number) if ref.parent_number is not None else None
+        if ref.commit and parent and parent.commit:
+            text += "\ndiff against its parent:\n" + self.repo.diff(parent.commit, ref.commit)
+        if ref.log_tail:
+            text += "\nlog tail:\n" + ref.log_tail[-1500:]
+        return text
+
+    def diff(self, a: int, b: int) -> str:
+        first, second = self._known(a), self._known(b)
+        if not first.commit or not second.commit:
+            return "error: only committed trials can be compared"
+        return self.repo.diff(first.commit, second.commit) or "no difference"
+
+    def rebase(self, number: int) -> str:
+        target = self._known(number)
+        if target.decision not in KEPT or target.commit is None:
+            seen = outcome(target.label, target.decision)
+            return f"refused: trial {number} is not a kept trial ({seen})"
+        dropped = len(self.scratch)
+        self.base, self.scratch = target, {}
+        return f"now editing on trial {number}; {dropped} edited file(s) dropped"
+
+    def check(self) -> str:
+        if not self.scratch:
+            return "nothing edited yet"
+        problems = []
+        for path, content in sorted(self.scratch.items()):
+            if path.endswith(".py"):
+                try:
+                    compile(content, path, "exec")
+                except SyntaxError as error:
+                    problems.append(f"{path}:{error.lineno}: {error.msg}")
+        edited = ", ".join(sorted(self.scratch))
+        return ("problems:\n" + "\n".join(problems)) if problems else f"ok: {edited} compile"
+
+    def submit(self, hypothesis: str, expected_delta: float | None = None) -> str:
+        if not hypothesis.strip():
+            return "refused: the hypothesis must say what the edit does and why"
+        diff = "".join(
+            file_diff(path, self._original(path), content)
+            for path, content in sorted(self.scratch.items())
+            if content != self._original(path)
+        )
+        self.submission = Submission(hypothesis.strip(), diff, self.base.number, expected_delta)
+        return "submitted" if diff else "submitted an empty edit"
+
+    def _original(self, path: str) -> str | None:
+        try:
+            return self.repo.show_file(self._commit(), path)
+        except NotFound:
+            return None
+
+    def _editable(self, path: str) -> bool:
+        allowed = any(glob_match(pattern, path) for pattern in self.surface)
+        return allowed and not any(glob_match(pattern, path) for pattern in self.protected)
+
+    def _known(self, number: int) -> TrialRef:
+        ref = self.trials.get(int(number))
+        if ref is None:
+            raise NotFound(f"no trial {number} in this search's visible lineage")
+        return ref
+
+
+def _line(ref: TrialRef) -> str:
+    score = "-" if ref.score is None else f"{ref.score:.6g}"
+    delta = "" if ref.delta is None else f" ({ref.delta:+.4g} over parent)"
+    return (
+        f"  trial {ref.number} by {ref.agent} on {ref.parent_number}: "
+        f"{outcome(ref.label, ref.decision)}, "
+        f"score {score}{delta}: {ref.hypothesis[:200]}"
+    )
+
+
+def _function(
+    name: str, description: str, properties: dict[str, Any], required: list[str]
+) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
+
+
+_INT = {"type": "integer"}
+_STR = {"type": "string"}
+TOOLS: list[dict[str, Any]] = [
+    _function("list_files", "List the recipe's files (yours are marked editable).",
+              {"prefix": _STR}, []),
+    _function("read_file", "Read a file, with line numbers.",
+              {"path": _STR, "start_line": _INT, "end_line": _INT}, ["path"]),
+    _function("grep", "Search the recipe's files for a regular expression.",
+              {"pattern": _STR, "path_glob": _STR}, ["pattern"]),
+    _function("edit_file", "Replace one exact, unique snippet of a file in your scratch copy "
+              "(an empty search creates a new file).",
+              {"path": _STR, "search": _STR, "replace": _STR}, ["path", "search", "replace"]),
+    _function("lineage", "The shared results: leaderboard, the best line, recent trials "
+              "with labels, improvements and failure excerpts (paged).", {"page": _INT}, []),
+    _function("trial", "One recorded trial: hypothesis, outcome, diff, log tail.",
+              {"number": _INT}, ["number"]),
+    _function("diff", "The diff between two recorded trials.", {"a": _INT, "b": _INT},
+              ["a", "b"]),
+    _function("rebase", "Start over from another kept trial (drops your edits).",
+              {"number": _INT}, ["number"]),
+    _function("check", "Check your edited files (Python files must compile).", {}, []),
+    _function("submit", "Submit your edit as this trial; ends the session.",
+              {"hypothesis": _STR, "expected_delta": {"type": "number"}}, ["hypothesis"]),
+]  # fmt: skip

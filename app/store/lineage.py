@@ -1,0 +1,126 @@
+"""The lineage as agents see it, read from the store: notes for the digest, refs for the tools.
+
+Infra errors are left out everywhere: they were our failures, not the
+ideas', and an agent must not learn to avoid a good idea because of them.
+Both views are rendered from one row shape (`_as_seen`), so the prompt and
+the tools describe a trial the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from app.domain.digest import TrialNote
+from app.domain.leaderboard import BASELINE_AGENT
+from app.domain.spec import AgentKind
+from app.domain.states import Decision, Label
+from app.domain.workbench import TrialRef
+from app.store.models import Agent, Search, Trial
+from app.store.trials import ancestry
+
+HISTORY = 10  # trials per digest section
+VISIBLE_TRIALS = 200  # latest trials a session's tools can show (besides the best line)
+
+
+def _as_seen(trial: Trial, agent: str | None) -> dict[str, Any]:
+    """A trial's fields as agents see them (in the digest and through the tools)."""
+    return {
+        "number": trial.number,
+        "agent": agent or BASELINE_AGENT,
+        "hypothesis": trial.hypothesis,
+        "label": trial.label,
+        "decision": trial.decision,
+        "score": trial.score,
+        "delta": trial.delta,
+        "reason": trial.label_reason or "",
+        "log_tail": trial.log_tail if trial.label not in (None, Label.OK) else "",
+    }
+
+
+def _visible() -> ColumnElement[bool]:
+    return or_(Trial.label.is_(None), Trial.label != Label.INFRA_ERROR)
+
+
+class Notes:
+    """Trials of one search rendered as digest notes."""
+
+    def __init__(self, session: Session, search_id: int) -> None:
+        self.session, self.search_id = session, search_id
+        self.parent = aliased(Trial)
+
+    def _select(self) -> Select[Trial, str]:
+        return (
+            select(Trial, Agent.name)
+            .outerjoin(Agent, Trial.agent_id == Agent.id)
+            .where(Trial.search_id == self.search_id, _visible())
+        )
+
+    def _notes(self, query: Select[Trial, str]) -> list[TrialNote]:
+        return [TrialNote(**_as_seen(trial, agent)) for trial, agent in self.session.execute(query)]
+
+    def one(self, trial: Trial) -> TrialNote:
+        return self._notes(self._select().where(Trial.id == trial.id))[0]
+
+    def many(self, trial_ids: list[int]) -> list[TrialNote]:
+        notes = self._notes(self._select().where(Trial.id.in_(trial_ids)))
+        return sorted(notes, key=lambda note: note.number)
+
+    def query(self, *where: ColumnElement[bool]) -> list[TrialNote]:
+        recent = self._select().where(*where).order_by(Trial.number.desc()).limit(HISTORY)
+        return sorted(self._notes(recent), key=lambda note: note.number)
+
+    def keeps(self, *, exclude_agent: int | None) -> list[TrialNote]:
+        """Trials that became the new best (the decision, never the label alone)."""
+        return self.query(Trial.decision == Decision.KEEP, Trial.agent_id != exclude_agent)
+
+    def unmerged_keeps(self, parent: Trial) -> tuple[tuple[str, str, str], ...]:
+        """(agent, parent commit, commit) of recent specialists' keeps outside `parent`'s line."""
+        line = set(ancestry(self.session, parent.id))
+        keeps = self.keeps(exclude_agent=None)
+        rows = self.session.execute(
+            select(Trial.id, Agent.name, self.parent.commit_sha, Trial.commit_sha)
+            .join(Agent, Trial.agent_id == Agent.id)
+            .join(self.parent, Trial.parent_id == self.parent.id)
+            .where(
+                Trial.search_id == self.search_id,
+                Trial.number.in_([note.number for note in keeps]),
+                Agent.kind != AgentKind.COMBINER,
+            )
+            .order_by(Trial.number.desc())
+        )
+        return tuple(
+            (name, str(parent_commit), str(commit))
+            for trial_id, name, parent_commit, commit in rows
+            if trial_id not in line
+        )
+
+
+def workbench_view(
+    session: Session, search: Search, best: Trial | None, limited: bool
+) -> tuple[tuple[TrialRef, ...], tuple[int, ...]]:
+    """The recorded trials a session's tools may show (the latest ones and the best line;
+    only the best line in the `best_only` control study), and the best line's numbers."""
+    parent = aliased(Trial)
+    best_line = ancestry(session, best.id) if best is not None else []
+    recent = select(Trial.id).where(Trial.search_id == search.id)
+    latest = recent.order_by(Trial.number.desc()).limit(0 if limited else VISIBLE_TRIALS)
+    wanted = set(session.scalars(latest))
+    rows = session.execute(
+        select(Trial, Agent.name, parent.number)
+        .outerjoin(Agent, Trial.agent_id == Agent.id)
+        .outerjoin(parent, Trial.parent_id == parent.id)
+        .where(Trial.id.in_(wanted | set(best_line)), _visible())
+    )
+    refs = {
+        trial.id: TrialRef(
+            **_as_seen(trial, agent), commit=trial.commit_sha, parent_number=parent_number
+        )
+        for trial, agent, parent_number in rows
+    }
+    return (
+        tuple(sorted(refs.values(), key=lambda ref: ref.number)),
+        tuple(refs[i].number for i in best_line if i in refs),
+    )

@@ -1,0 +1,113 @@
+"""Search reads: one search, a page of them, and the counts shown beside each.
+
+Counts of settled trials come from their stored blocks (`app.store.rollup`)
+plus the live tail, so a list of large searches costs a few hundred rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from app.domain.states import Label, SearchStatus, TrialStatus
+from app.errors import NotFound
+from app.store.models import Search, Trial, TrialRollup
+from app.store.pagination import Page, decode_cursor, encode_cursor
+from app.store.rollup import BLOCK
+
+
+@dataclass(frozen=True)
+class SearchStats:
+    """Counts shown next to each search; computed for a whole page in one query."""
+
+    trials_total: int = 0
+    trials_finished: int = 0
+    trials_ok: int = 0
+    cost_usd: float = 0.0
+    wallclock_s: float = 0.0  # sandbox time of all runs, for GPU-seconds
+    baseline_score: float | None = None
+    best_score: float | None = None
+
+
+def get_search(session: Session, search_id: int) -> Search:
+    search = session.get(Search, search_id)
+    if search is None:
+        raise NotFound(f"no search {search_id}")
+    return search
+
+
+def list_searches(
+    session: Session, *, limit: int, cursor: str | None, status: SearchStatus | None = None
+) -> Page[Search]:
+    """Newest first."""
+    query = select(Search)
+    if status is not None:
+        query = query.where(Search.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    if cursor is not None:
+        (last_id,) = decode_cursor(cursor, 1)
+        query = query.where(Search.id < int(last_id))
+    rows = list(session.scalars(query.order_by(Search.id.desc()).limit(limit + 1)))
+    next_cursor = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
+    return Page(items=rows[:limit], next_cursor=next_cursor, total=total)
+
+
+def search_stats(session: Session, search_ids: list[int]) -> dict[int, SearchStats]:
+    if not search_ids:
+        return {}
+    # Settled trials from their stored blocks (`app.store.rollup`), the rest live.
+    stored = select(
+        TrialRollup.search_id,
+        func.sum(TrialRollup.count),
+        func.sum(case((TrialRollup.status == TrialStatus.FINISHED, TrialRollup.count), else_=0)),
+        func.sum(case((TrialRollup.label == Label.OK, TrialRollup.count), else_=0)),
+        func.sum(TrialRollup.cost_usd),
+        func.sum(TrialRollup.wallclock_s),
+    ).where(TrialRollup.search_id.in_(search_ids))
+    live = (
+        select(
+            Trial.search_id,
+            func.count(),
+            func.count(case((Trial.status == TrialStatus.FINISHED, 1))),
+            func.count(case((Trial.label == Label.OK, 1))),
+            func.sum(Trial.cost_usd),
+            func.sum(Trial.wallclock_s),
+        )
+        .join(Search, Search.id == Trial.search_id)
+        .where(Trial.search_id.in_(search_ids), Trial.number >= Search.rollup_blocks * BLOCK)
+    )
+    counts: dict[int, tuple[int, int, int, float, float]] = {}
+    for query in (stored.group_by(TrialRollup.search_id), live.group_by(Trial.search_id)):
+        for search_id, total, finished, ok, cost, busy in session.execute(query):
+            seen = counts.get(search_id, (0, 0, 0, 0.0, 0.0))
+            counts[search_id] = (
+                seen[0] + int(total),
+                seen[1] + int(finished or 0),
+                seen[2] + int(ok or 0),
+                seen[3] + float(cost or 0.0),
+                seen[4] + float(busy or 0.0),
+            )
+    baseline = dict(
+        session.execute(
+            select(Trial.search_id, Trial.score).where(
+                Trial.search_id.in_(search_ids), Trial.number == 0
+            )
+        ).all()
+    )
+    best = dict(
+        session.execute(
+            select(Search.id, Trial.score)
+            .join(Trial, Search.best_trial_id == Trial.id)
+            .where(Search.id.in_(search_ids))
+        ).all()
+    )
+    return {
+        search_id: SearchStats(
+            *counts.get(search_id, (0, 0, 0, 0.0, 0.0)),
+            baseline_score=baseline.get(search_id),
+            best_score=best.get(search_id),
+        )
+        for search_id in search_ids
+    }

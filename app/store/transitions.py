@@ -1,0 +1,226 @@
+"""A trial's moves through the pipeline: claim, heartbeat, finish, reap.
+
+Every transition is a compare-and-set on `trial.status` (and the claiming
+worker), so a task delivered twice, a reaper racing a slow worker, or a
+cancel racing a finish each resolve to exactly one winner and the loser does
+nothing. Times come from the database clock (`db_now`), never a worker's.
+Functions only flush; the caller commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.domain.seeds import Execution
+from app.domain.spec import BudgetUnit, TrialBudget
+from app.domain.states import Decision, Label, SearchStatus, TrialStatus
+from app.store import events, promotion
+from app.store.clock import db_now
+from app.store.models import Search, Trial
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "scheduler"
+
+
+def cas(
+    session: Session, trial_id: int, expected: tuple[TrialStatus, ...], **values: object
+) -> bool:
+    """Move trial `trial_id` out of `expected` statuses; True only for the one caller that did."""
+    moved = session.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.status.in_(expected))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _cas_worker(session: Session, trial_id: int, worker: str, **values: object) -> bool:
+    moved = session.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.status == TrialStatus.RUNNING, Trial.worker == worker)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def lock_search(session: Session, search_id: int, *, running_only: bool = False) -> bool:
+    """Take the search row's lock (stamping it), so ticks, finishes and cancels serialise.
+
+    The lock order is the same everywhere: search, then trial. With
+    `running_only`, a search that is not running is left alone (False).
+    """
+    query = update(Search).where(Search.id == search_id)
+    if running_only:
+        query = query.where(Search.status == SearchStatus.RUNNING)
+    locked = session.execute(
+        query.values(updated_at=db_now(session)).execution_options(synchronize_session=False)
+    )
+    return bool(locked.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def claim(session: Session, trial_id: int, worker: str) -> bool:
+    """Take a queued trial for `worker`; False when another delivery already took it."""
+    now = db_now(session)
+    claimed = cas(
+        session,
+        trial_id,
+        (TrialStatus.QUEUED,),
+        status=TrialStatus.RUNNING,
+        worker=worker,
+        started_at=now,
+        heartbeat_at=now,
+        attempts=Trial.attempts + 1,
+    )
+    logger.info("trial.claim trial_id=%s worker=%s won=%s", trial_id, worker, claimed)
+    return claimed
+
+
+def heartbeat(session: Session, trial_id: int, worker: str) -> bool:
+    """Renew the lease; False when the trial is no longer this worker's (cancelled, reaped)."""
+    return _cas_worker(session, trial_id, worker, heartbeat_at=db_now(session))
+
+
+def mark_pending(session: Session, trial_id: int, worker: str) -> bool:
+    """Say the trial beat the best once and is being confirmed on more seeds."""
+    return _cas_worker(session, trial_id, worker, decision=Decision.PENDING_CONFIRMATION)
+
+
+def finish(
+    session: Session, trial_id: int, worker: str, execution: Execution, *, max_attempts: int
+) -> bool:
+    """Store the outcome of a run; False when the trial was taken from this worker meanwhile.
+
+    The search row is locked first, as `tick` and cancel do, so the reaper and
+    a cancel cannot change the trial between the check and the write.
+    """
+    search_id = session.scalar(select(Trial.search_id).where(Trial.id == trial_id))
+    if search_id is None:
+        return False
+    lock_search(session, search_id)
+    now = db_now(session)
+    trial = session.get(Trial, trial_id, populate_existing=True)
+    if trial is None or trial.status != TrialStatus.RUNNING or trial.worker != worker:
+        logger.warning("trial.finish_lost trial_id=%s worker=%s", trial_id, worker)
+        return False
+    verdict, run = execution.verdict, execution.run
+    if verdict.retryable and trial.attempts < max_attempts:
+        trial.status, trial.worker, trial.label_reason = TrialStatus.READY, None, verdict.reason
+        events.record(
+            session,
+            search_id=trial.search_id,
+            trial_id=trial.id,
+            kind="trial.retry",
+            actor=worker,
+            data={"attempt": trial.attempts, "reason": verdict.reason},
+        )
+        session.flush()
+        return True
+    search = session.get(Search, trial.search_id)
+    assert search is not None
+    trial.status, trial.finished_at = TrialStatus.FINISHED, now
+    trial.label, trial.label_reason, trial.score = verdict.label, verdict.reason, verdict.score
+    trial.delta = delta_over_parent(session, search, trial)
+    if execution.evaluation is not None and execution.evaluation.metrics is not None:
+        trial.metrics = execution.evaluation.metrics
+    if len(execution.runs) > 1:
+        trial.metrics = {**trial.metrics, "runs": list(execution.runs)}
+    if run is not None:
+        budget = search.search_spec.budgets.trial
+        trial.metrics = {**trial.metrics, "budget": budget_used(budget, trial, run.wallclock_s)}
+        trial.wallclock_s, trial.artifact_bytes = run.wallclock_s, run.artifact_bytes
+        trial.log_tail, trial.image_digest, trial.isolated = (
+            run.log_tail,
+            run.image_digest,
+            run.isolated,
+        )
+    trial.evaluator_digest = execution.evaluator_digest
+    if execution.evaluator_changed:
+        events.record(
+            session,
+            search_id=trial.search_id,
+            trial_id=trial.id,
+            kind="evaluator.changed",
+            actor=worker,
+            data={"digest": execution.evaluator_digest},
+        )
+    events.record(
+        session,
+        search_id=trial.search_id,
+        trial_id=trial.id,
+        kind="trial.finished",
+        actor=worker,
+        data={"label": verdict.label, "score": verdict.score},
+    )
+    trial.decision = (
+        promotion.decide(session, search, trial, execution)
+        if verdict.label is Label.OK
+        else Decision.DISCARD
+    )
+    session.flush()
+    return True
+
+
+def budget_used(budget: TrialBudget, trial: Trial, wallclock_s: float) -> dict[str, object]:
+    """What the trial's budget counted, in its unit, recorded with the trial."""
+    if budget.unit is BudgetUnit.WALLCLOCK:
+        return {"unit": budget.unit, "used": wallclock_s, "limit": budget.wallclock_s,
+                "covers": "the run command"}  # fmt: skip
+    used = (trial.metrics or {}).get(budget.unit_metric or "")
+    return {"unit": budget.unit, "used": used, "limit": budget.limit,
+            "covers": f"the evaluator's {budget.unit_metric}"}  # fmt: skip
+
+
+def delta_over_parent(session: Session, search: Search, trial: Trial) -> float | None:
+    """How much better than its parent the trial scored (negative: worse), by direction."""
+    if trial.score is None or trial.parent_id is None:
+        return None
+    parent_score = session.scalar(select(Trial.score).where(Trial.id == trial.parent_id))
+    if parent_score is None:
+        return None
+    return search.search_spec.evaluator.direction.gain(trial.score, parent_score)
+
+
+def reap(
+    session: Session, search_id: int, *, now: datetime, stale_after_s: float, max_attempts: int
+) -> int:
+    """Take back running trials whose worker stopped heartbeating; returns how many."""
+    stale = list(
+        session.scalars(
+            select(Trial).where(
+                Trial.search_id == search_id,
+                Trial.status == TrialStatus.RUNNING,
+                Trial.heartbeat_at < now - timedelta(seconds=stale_after_s),
+            )
+        )
+    )
+    for trial in stale:
+        retry = trial.attempts < max_attempts
+        values: dict[str, object] = (
+            {"status": TrialStatus.READY, "worker": None}
+            if retry
+            else {
+                "status": TrialStatus.FINISHED,
+                "label": Label.INFRA_ERROR,
+                "label_reason": f"worker {trial.worker} lost it {trial.attempts} times",
+                "finished_at": now,
+            }
+        )
+        if not cas(session, trial.id, (TrialStatus.RUNNING,), **values):
+            continue  # it finished (or was cancelled) while we looked
+        events.record(
+            session,
+            search_id=search_id,
+            trial_id=trial.id,
+            kind="trial.requeued" if retry else "trial.lost",
+            actor=ACTOR,
+            data={"worker": trial.worker, "attempt": trial.attempts},
+        )
+        logger.warning("trial.reaped trial_id=%s worker=%s retry=%s", trial.id, trial.worker, retry)
+    return len(stale)

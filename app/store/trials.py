@@ -1,0 +1,155 @@
+"""Trial reads: filtered, sorted pages, one trial with its diff, the lineage tree, the export.
+
+Sorting by score is direction-aware ("best" means highest for a maximised
+metric, lowest for a minimised one) and puts unscored trials (failures) last,
+so the top of the list is always the best measured result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
+from sqlalchemy.orm import Session, aliased, joinedload
+
+from app.domain.states import Label, TrialStatus
+from app.errors import NotFound
+from app.store.models import Agent, Event, Search, Trial
+from app.store.ordering import best_first, worst_first
+from app.store.pagination import Page, decode_cursor, encode_cursor
+
+EXPORT_BATCH = 500
+
+
+class TrialSort(StrEnum):
+    NEWEST = "newest"
+    OLDEST = "oldest"
+    BEST = "best"
+    WORST = "worst"
+
+
+@dataclass(frozen=True)
+class TrialFilter:
+    agent: str | None = None
+    label: Label | None = None
+    status: TrialStatus | None = None
+
+
+def _filtered(search_id: int, where: TrialFilter) -> Select[Trial]:
+    query = select(Trial).where(Trial.search_id == search_id)
+    if where.agent is not None:
+        query = query.join(Agent, Trial.agent_id == Agent.id).where(Agent.name == where.agent)
+    if where.label is not None:
+        query = query.where(Trial.label == where.label)
+    if where.status is not None:
+        query = query.where(Trial.status == where.status)
+    return query
+
+
+def _score_after(descending: bool, score: float | None, trial_id: int) -> ColumnElement[bool]:
+    """Rows that come after (score, id) in `score <dir> NULLS LAST, id ASC` order."""
+    if score is None:
+        return and_(Trial.score.is_(None), Trial.id > trial_id)
+    beyond = Trial.score < score if descending else Trial.score > score
+    return or_(beyond, and_(Trial.score == score, Trial.id > trial_id), Trial.score.is_(None))
+
+
+def list_trials(
+    session: Session,
+    search: Search,
+    *,
+    where: TrialFilter,
+    sort: TrialSort,
+    limit: int,
+    cursor: str | None,
+) -> Page[Trial]:
+    query = _filtered(search.id, where)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+
+    if sort in (TrialSort.NEWEST, TrialSort.OLDEST):
+        newest = sort is TrialSort.NEWEST
+        if cursor is not None:
+            (last_id,) = decode_cursor(cursor, 1)
+            query = query.where(Trial.id < int(last_id) if newest else Trial.id > int(last_id))
+        query = query.order_by(Trial.id.desc() if newest else Trial.id.asc())
+    else:
+        direction = search.search_spec.evaluator.direction
+        descending = direction.higher_is_better == (sort is TrialSort.BEST)
+        if cursor is not None:
+            last_score, last_id = decode_cursor(cursor, 2)
+            query = query.where(_score_after(descending, last_score, int(last_id)))
+        order = best_first if sort is TrialSort.BEST else worst_first
+        query = query.order_by(order(Trial.score, direction), Trial.id.asc())
+
+    rows = list(session.scalars(query.options(joinedload(Trial.agent)).limit(limit + 1)))
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        key = [last.id] if sort in (TrialSort.NEWEST, TrialSort.OLDEST) else [last.score, last.id]
+        next_cursor = encode_cursor(key)
+    return Page(items=rows[:limit], next_cursor=next_cursor, total=total)
+
+
+def get_trial(session: Session, trial_id: int) -> Trial:
+    trial = session.get(Trial, trial_id, options=[joinedload(Trial.agent)])
+    if trial is None:
+        raise NotFound(f"no trial {trial_id}")
+    return trial
+
+
+def ancestry(session: Session, trial_id: int, limit: int | None = None) -> list[int]:
+    """Trial ids from the root (the baseline) down to `trial_id`, in one recursive query.
+
+    With `limit`, only the last `limit` of them (the walk stops there).
+    """
+    chain = select(Trial.id, Trial.parent_id, literal(0).label("depth")).where(Trial.id == trial_id)
+    chain_cte = chain.cte("chain", recursive=True)
+    parent = aliased(Trial)
+    step = select(parent.id, parent.parent_id, chain_cte.c.depth + 1).join(
+        chain_cte, parent.id == chain_cte.c.parent_id
+    )
+    if limit is not None:
+        step = step.where(chain_cte.c.depth < limit - 1)
+    chain_cte = chain_cte.union_all(step)
+    rows = session.execute(select(chain_cte.c.id).order_by(chain_cte.c.depth.desc()))
+    return [row.id for row in rows]
+
+
+def lineage_page(
+    session: Session, search: Search, *, limit: int, cursor: str | None
+) -> Page[Trial]:
+    """Nodes in creation order; a parent always comes before its children."""
+    query = select(Trial).where(Trial.search_id == search.id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    if cursor is not None:
+        (last_id,) = decode_cursor(cursor, 1)
+        query = query.where(Trial.id > int(last_id))
+    rows = list(
+        session.scalars(query.options(joinedload(Trial.agent)).order_by(Trial.id).limit(limit + 1))
+    )
+    next_cursor = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
+    return Page(items=rows[:limit], next_cursor=next_cursor, total=total)
+
+
+def iter_trials(session: Session, search_id: int) -> Iterator[Trial]:
+    """Every trial of a search in creation order, fetched in batches (never loaded whole)."""
+    query = (
+        select(Trial)
+        .where(Trial.search_id == search_id)
+        .options(joinedload(Trial.agent))
+        .order_by(Trial.id)
+        .execution_options(yield_per=EXPORT_BATCH)
+    )
+    yield from session.scalars(query)
+
+
+def iter_events(session: Session, search_id: int) -> Iterator[Event]:
+    query = (
+        select(Event)
+        .where(Event.search_id == search_id)
+        .order_by(Event.id)
+        .execution_options(yield_per=EXPORT_BATCH)
+    )
+    yield from session.scalars(query)

@@ -1,0 +1,54 @@
+"""Every label has a colour, taken from the `Label` enum itself (issue 13).
+
+Invariant: the charts, the legend and the badges colour every label, so a
+new label can never leave a blank gap in the failure strip (as
+`no_submission` and `preflight_crash` once did) or an unstyled badge.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.dashboard.charts import Bucket, failure_strips
+from app.dashboard.palette import LABEL_COLOURS
+from app.domain.states import Label
+from testing.factories import Recipe, add_trial, seeded_search
+
+HEX = re.compile(r"^#[0-9a-f]{6}$")
+
+
+def test_every_label_has_its_own_colour() -> None:
+    assert set(LABEL_COLOURS) == set(Label)
+    assert all(HEX.match(colour) for colour in LABEL_COLOURS.values())
+    assert len(set(LABEL_COLOURS.values())) == len(Label)
+
+
+def test_the_failure_strip_fills_a_cell_for_every_label() -> None:
+    buckets = [Bucket(n, n, "opt", label.value, 1, None) for n, label in enumerate(Label)]
+
+    svg = failure_strips(buckets, agents=["opt"], last_number=len(Label) - 1)
+
+    for label in Label:
+        assert f'fill="{LABEL_COLOURS[label]}"' in svg, label
+        assert f"1 {label.value}</title>" in svg, label
+
+
+def test_every_page_styles_a_badge_for_every_label(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+    for label in (Label.NO_SUBMISSION, Label.PREFLIGHT_CRASH):
+        add_trial(session, search, agent="opt", parent=None, label=label)
+    session.commit()
+
+    page = client.get(f"/searches/{search.id}").text
+
+    for label in Label:
+        assert re.search(rf"\.label-{label.value} \{{ background: #[0-9a-f]{{6}}; \}}", page)
+    legend = page[page.index("Outcomes per agent over time") :]
+    for label in (Label.NO_SUBMISSION, Label.PREFLIGHT_CRASH):
+        assert f'fill="{LABEL_COLOURS[label]}"' in legend

@@ -1,0 +1,71 @@
+"""A session's `edit_file` follows the one exact-once replace rule of every edit path (issue 13).
+
+Invariant: the session tool and single-shot replies share `replace_once`, so
+a search text written with CRLF applies to a file with LF endings (the
+file keeps its endings) in a session too, and both refuse the same
+ambiguous edits with the same reasons.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from app.domain.edits import MalformedEdit, Replace, render_diff
+from app.domain.workbench import TrialRef, Workbench
+
+TRAIN_PY = "LR = 0.1\nEPOCHS = 3\nprint(LR)\n"
+
+
+class Files:
+    """The parent's files, as the git store serves them to the workbench."""
+
+    def __init__(self, files: dict[str, str]) -> None:
+        self.files = files
+
+    def show_file(self, sha: str, path: str) -> str:
+        return self.files[path]
+
+    def list_files(self, sha: str) -> list[str]:
+        return sorted(self.files)
+
+    def diff(self, a_sha: str, b_sha: str) -> str:
+        return ""
+
+
+def bench() -> Workbench:
+    base = TrialRef(0, "baseline", "", "ok", 0.5, None, "c0ffee", None, decision="baseline")
+    return Workbench(
+        repo=Files({"train.py": TRAIN_PY}), trials={0: base}, base=base,
+        surface=["train.py"], protected=[],
+    )  # fmt: skip
+
+
+def test_a_crlf_search_text_edits_a_file_with_lf_endings_in_a_session() -> None:
+    workbench = bench()
+
+    answer = workbench.edit_file(
+        "train.py", "LR = 0.1\r\nEPOCHS = 3\r\n", "LR = 0.05\r\nEPOCHS = 3\r\n"
+    )
+
+    assert answer == "edited train.py"
+    assert workbench.scratch["train.py"] == "LR = 0.05\nEPOCHS = 3\nprint(LR)\n"
+
+
+@pytest.mark.parametrize(
+    ("search", "reason"),
+    [("LR = 9", "does not occur in 'train.py'"), ("LR", "occurs 2 times"),
+     ("", '"search" must not be empty')],
+)  # fmt: skip
+def test_the_session_and_a_reply_refuse_an_ambiguous_edit_for_the_same_reason(
+    search: str, reason: str
+) -> None:
+    workbench = bench()
+
+    answer = workbench.edit_file("train.py", search, "LR = 1")
+
+    assert answer.startswith("refused: ") and reason in answer
+    assert workbench.scratch == {}
+    with pytest.raises(MalformedEdit, match=reason):
+        render_diff(
+            [Replace("train.py", search, "LR = 1")], Files({"train.py": TRAIN_PY}).files.get
+        )
