@@ -8,6 +8,7 @@ install. Production points `database_url` at Postgres and `broker_url` at Redis.
 from __future__ import annotations
 
 import hashlib
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Self
@@ -15,6 +16,7 @@ from typing import Self
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.domain.endpoints import Endpoint, EndpointPolicy
 from app.domain.spec import TRIALS_QUEUE
 from sandbox.contract import Backend
 
@@ -47,12 +49,27 @@ class Settings(BaseSettings):
         "pages a sign-in at /login. Needs api_token.",
     )
     llm_base_url: str | None = Field(
-        default=None, description="OpenAI-compatible endpoint (OpenAI, vLLM, Ollama)."
+        default=None,
+        description="OpenAI-compatible endpoint (OpenAI, vLLM, Ollama) of agents that name "
+        "none; unset, such agents are refused (nothing falls back to a public host).",
     )
     llm_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("TRIALFORGE_LLM_API_KEY", "OPENAI_API_KEY"),
-        description="Key for the LLM endpoint; OPENAI_API_KEY is read too.",
+        description="Key for llm_base_url, sent to no other endpoint; OPENAI_API_KEY is read too.",
+    )
+    llm_allowed_base_urls: str = Field(
+        default="",
+        description="Comma-separated endpoints a spec's agent may name in `base_url` besides "
+        "llm_base_url (empty: only llm_base_url). They never get llm_api_key.",
+    )
+    llm_key_envs: str = Field(
+        default="",
+        description="Comma-separated names of environment variables holding keys that a "
+        "spec's agent may name in `api_key_env` (empty: none).",
+    )
+    git_fetch_timeout_s: float = Field(
+        default=300.0, gt=0, description="A recipe fetch slower than this is refused."
     )
     heartbeat_s: float = Field(
         default=10.0, gt=0, description="A running trial's lease is renewed this often."
@@ -105,15 +122,39 @@ class Settings(BaseSettings):
 
     @property
     def gpus(self) -> tuple[str, ...]:
-        return tuple(gpu.strip() for gpu in self.gpu_ids.split(",") if gpu.strip())
+        return _listed(self.gpu_ids)
+
+    @property
+    def endpoint_policy(self) -> EndpointPolicy:
+        return EndpointPolicy(
+            operator_url=self.llm_base_url or None,
+            allowed_urls=_listed(self.llm_allowed_base_urls),
+            lent_key_envs=_listed(self.llm_key_envs),
+        )
+
+    def llm_key(self, endpoint: Endpoint) -> SecretStr | None:
+        """The key that may go to `endpoint`: its lent variable's, else the operator's own
+        for the operator's endpoint only, else none (`app.domain.endpoints`)."""
+        if endpoint.key_env is not None:
+            return self.llm_key_from(endpoint.key_env)
+        return self.llm_api_key if endpoint.operator else None
+
+    def llm_key_from(self, name: str) -> SecretStr | None:
+        """The key in the environment variable `name`, if it is lent (llm_key_envs) and set."""
+        value = os.environ.get(name) if name in self.endpoint_policy.lent_key_envs else None
+        return SecretStr(value) if value else None
 
     @property
     def import_root_paths(self) -> tuple[Path, ...]:
-        return tuple(Path(root.strip()) for root in self.import_roots.split(",") if root.strip())
+        return tuple(Path(root) for root in _listed(self.import_roots))
 
     @property
     def repos_dir(self) -> Path:
         return self.data_dir / "repos"
+
+
+def _listed(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
 def normalize_database_url(url: str) -> str:

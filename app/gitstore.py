@@ -25,14 +25,14 @@ from pathlib import Path
 
 import git
 
-from app.domain.legality import FileChange, check_paths, parse_diff
+from app.domain.legality import FileChange, check_paths, parse_diff, symlink_problems
 from app.domain.states import Label
 from app.errors import Conflict, EditRejected, InvalidSpec, NotFound
 
 logger = logging.getLogger(__name__)
 
 BASE_REF = "refs/trialforge/base"  # the imported starting recipe; trials descend from it
-FETCH_TIMEOUT_S = 300.0  # a recipe fetch slower than this is reported as unreachable
+FETCH_TIMEOUT_S = 300.0  # default: a recipe fetch slower than this is reported as unreachable
 DIFF_ABBREV = 12  # hex digits of blob ids in diff `index` lines, fixed so output is stable
 ERROR_MAX_CHARS = 2_000  # git's error text kept in a rejection reason
 
@@ -50,6 +50,7 @@ _REMOTE = "recipe"  # defined only in a fetch's environment, never in the repo's
 _URL = re.compile(r"(?:https?|ssh|git|file)://|[A-Za-z0-9_][\w.-]*@[A-Za-z0-9][\w.-]*:")
 _URL_USERINFO = re.compile(r"://[^/\s]*@")
 _GITLINK = "160000"  # the mode of a nested repository's entry
+SYMLINK = "120000"  # the mode of a symlink's entry; its blob is the link's target
 
 
 def redact_url(url: str) -> str:
@@ -64,26 +65,31 @@ def redact_url(url: str) -> str:
 class GitStore:
     """The bare repository of one search, at `root`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, fetch_timeout_s: float = FETCH_TIMEOUT_S) -> None:
         self.root = root
+        self.fetch_timeout_s = fetch_timeout_s
         self._repo = git.Repo(root)
         self._repo.git.update_environment(**_GIT_ENV)
 
     @classmethod
-    def create(cls, root: Path, source: str, ref: str | None) -> tuple[GitStore, str]:
+    def create(
+        cls, root: Path, source: str, ref: str | None, *, fetch_timeout_s: float = FETCH_TIMEOUT_S
+    ) -> tuple[GitStore, str]:
         """Make the bare repo at `root` and import the starting recipe; return it and the base sha.
 
         `source` is a git URL, the top of a local git repository (its `ref`,
         default HEAD, is fetched; uncommitted changes are not), or a plain
         local directory, snapshotted as one commit honouring its .gitignore.
-        Raises `InvalidSpec` naming the field ("repo" or "ref") that is wrong;
-        a repo created by a failed import is removed.
+        Raises `InvalidSpec` naming the field ("repo" or "ref") that is wrong,
+        and for a recipe holding a symlink that leads outside it; a repo
+        created by a failed import is removed.
         """
         existed = root.exists()
         git.Repo.init(root, bare=True, mkdir=True).close()
-        store = cls(root)
+        store = cls(root, fetch_timeout_s)
         try:
             sha = store._import(source, ref)
+            store._check_links(sha)
         except InvalidSpec as error:
             logger.info(
                 "gitstore.import_failed root=%s source=%s detail=%s",
@@ -169,6 +175,16 @@ class GitStore:
         listing = self._git("ls-tree", "-r", "-z", "--name-only", self.resolve(sha), strip=False)
         return [path for path in listing.split("\0") if path]
 
+    def list_modes(self, sha: str) -> dict[str, str]:
+        """Every file path in the tree of `sha` with its git mode (`100755` is executable)."""
+        listing = self._git("ls-tree", "-r", "-z", self.resolve(sha), strip=False)
+        modes = {}
+        for entry in listing.split("\0"):
+            if entry:
+                meta, path = entry.split("\t", 1)
+                modes[path] = meta.split(" ", 1)[0]
+        return modes
+
     def export(self, sha: str, dest: Path) -> None:
         """Write the tree of `sha` into `dest` (absent or empty) for the sandbox to mount.
 
@@ -240,6 +256,17 @@ class GitStore:
             raise NotFound(f"{ref!r} names no commit in {self.root}")
         return out.strip()
 
+    def _check_links(self, sha: str) -> None:
+        """Refuse a recipe whose symlinks lead outside it (`app.domain.legality`)."""
+        links = {
+            path: self.show_file(sha, path)
+            for path, mode in self.list_modes(sha).items()
+            if mode == SYMLINK
+        }
+        problems = symlink_problems(links)
+        if problems:
+            raise _spec_error("repo", "the recipe holds symlinks: " + "; ".join(problems))
+
     def _import(self, source: str, ref: str | None) -> str:
         if _URL.match(source):
             return self._fetch(source, ref)
@@ -268,7 +295,7 @@ class GitStore:
             _REMOTE,
             f"+{wanted}:{BASE_REF}",
             env=env,
-            timeout_s=FETCH_TIMEOUT_S,
+            timeout_s=self.fetch_timeout_s,
         )
         if status != 0:
             # Only a failed fetch pays for this probe: a reachable repo means the ref is wrong.
@@ -287,7 +314,7 @@ class GitStore:
     def _reachable(self, env: Mapping[str, str]) -> bool:
         """Whether the remote in `env` answers at all."""
         probe = ("ls-remote", "--quiet", _REMOTE, "HEAD")
-        return self._run(*probe, env=env, timeout_s=FETCH_TIMEOUT_S)[0] == 0
+        return self._run(*probe, env=env, timeout_s=self.fetch_timeout_s)[0] == 0
 
     def _snapshot(self, directory: Path) -> str:
         """Commit the files of a plain directory, as `git add --all` in it would see them."""

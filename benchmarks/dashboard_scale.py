@@ -30,7 +30,7 @@ from app.services.import_recipe import create_search
 from app.store import rollup
 from app.store.models import Agent, Search, Trial
 from benchmarks.scratch import scratch_store
-from testing.factories import make_recipe, spec_dict
+from testing.factories import NO_MODEL, make_recipe, spec_dict
 
 BATCH = 5000
 LIVE = 4  # trials still running when the dashboard is read
@@ -44,15 +44,13 @@ DIFF = (
 
 def seed(url: str, root: Path, trials: int) -> tuple[int, int]:
     """(search id, id of a trial in the middle) after inserting `trials` trials."""
-    settings = Settings(database_url=url, data_dir=root / "data")
+    settings = Settings(database_url=url, data_dir=root / "data", llm_base_url=NO_MODEL)
     rng = random.Random(0)
     with session_scope(url) as session:
-        search = create_search(
-            session, parse_spec(spec_dict(make_recipe(root))), repos_dir=settings.repos_dir,
-            actor="bench",
-        )  # fmt: skip
-        session.flush()
-        search_id = search.id
+        created = create_search(
+            session, parse_spec(spec_dict(make_recipe(root))), settings=settings, actor="bench"
+        )
+        search_id = created.search.id
         agents = list(session.scalars(select(Agent.id).where(Agent.search_id == search_id)))
         baseline = session.scalar(select(Trial).where(Trial.search_id == search_id))
         assert baseline is not None

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from app.config import Settings
 from app.db import session_scope
 from app.domain.spec import parse_spec
 from app.domain.states import SearchStatus
@@ -63,11 +64,9 @@ def run(url: str, root: Path, args: argparse.Namespace) -> str:
         running.start("worker", "--queues=trials", f"--concurrency={args.slots}")
         running.wait_for(lambda: running.logs().count(" ready.") >= 2, 120, "workers ready")
         with session_scope(url) as session:
-            search = create_search(
-                session, parse_spec(raw), repos_dir=root / "data" / "repos", actor="bench"
-            )
-            session.flush()
-            search_id = search.id
+            settings = Settings(database_url=url, data_dir=root / "data")
+            created = create_search(session, parse_spec(raw), settings=settings, actor="bench")
+            search_id = created.search.id
         running.start("scheduler", "--interval=1")
 
         def finished() -> bool:

@@ -70,8 +70,8 @@ def run(settings: Settings, root: Path, args: argparse.Namespace) -> list[float]
     with session_scope(url) as session:
         search = create_search(
             session, parse_spec(spec_dict(make_recipe(root), agents=agents)),
-            repos_dir=settings.repos_dir, actor="bench",
-        )  # fmt: skip
+            settings=settings, actor="bench",
+        ).search  # fmt: skip
         baseline = session.scalar(select(Trial).where(Trial.search_id == search.id))
         assert baseline is not None
         baseline.status, baseline.label, baseline.score = TrialStatus.FINISHED, Label.OK, 0.5

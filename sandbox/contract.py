@@ -59,6 +59,7 @@ class RunRequest:
     output_dir: Path
     limits: Limits
     env: Mapping[str, str] = field(default_factory=dict)
+    owner: str = ""  # the worker holding the trial's lease: a sweep tells attempts apart by it
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class EvalRequest:
     data_dir: Path | None
     output_dir: Path
     limits: Limits
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class EvalResult:
     error: str | None
     log_tail: str
     infra_error: str | None
+    wallclock_s: float = 0.0  # how long the evaluator ran, measured by the runner
 
 
 class Backend(StrEnum):
@@ -135,18 +138,22 @@ class Runner(Protocol):
 
     def evaluate(self, request: EvalRequest) -> EvalResult: ...
 
-    def live_trials(self) -> set[int]:
-        """Ids of the trials that have something running or left behind on this host.
+    def live_trials(self) -> dict[int, set[str]]:
+        """Trials that have something running or left behind on this host, with their owners.
 
-        A worker compares them with the store to find what a dead worker
-        orphaned, then passes those ids to `sweep`.
+        The owners are the requests' `owner`s: a sweep compares them with the
+        store to find what a dead worker, or an attempt that lost its lease,
+        left behind, then passes those to `sweep`.
         """
         ...
 
-    def sweep(self, trial_ids: Collection[int] | None = None) -> int:
-        """Stop and remove what dead workers left running; returns how many were removed.
+    def sweep(
+        self, trial_ids: Collection[int] | None = None, owners: Collection[str] | None = None
+    ) -> int:
+        """Stop and remove what is left of trials; returns how many were removed.
 
         Without `trial_ids` it removes every trial's leftovers, including
-        those of other live workers sharing the host.
+        those of other live workers sharing the host; with `owners`, only
+        what those owners started.
         """
         ...

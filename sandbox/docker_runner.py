@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 TRIAL_LABEL = "trialforge.trial"
 ROLE_LABEL = "trialforge.role"
 NAMESPACE_LABEL = "trialforge.namespace"  # one installation (database) of several on a daemon
+OWNER_LABEL = "trialforge.owner"  # the worker (lease holder) that started it
 TMPFS_BYTES = 256 * 1024 * 1024  # /tmp is RAM-backed and counts against the memory limit
 NOBODY = 65534  # uid and gid used when the worker itself is root
 OOM_EXIT_CODE = 137  # 128 + SIGKILL, what the init process reports for an OOM kill
@@ -79,6 +80,7 @@ class _Container:
     mounts: tuple[Mount, ...]
     env: Mapping[str, str]
     limits: Limits
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class DockerRunner:
             ),
             env={**request.env, OUTPUT_ENV: OUTPUT_MOUNT},
             limits=request.limits,
+            owner=request.owner,
         )
         try:
             # Our own uid, or nobody's when we are root, must be able to write /output.
@@ -167,6 +170,7 @@ class DockerRunner:
             mounts=tuple(mounts),
             env=env,
             limits=request.limits,
+            owner=request.owner,
         )
         try:
             exited = self._execute(spec)
@@ -192,26 +196,33 @@ class DockerRunner:
             error=reason,
             log_tail=exited.log_tail,
             infra_error=None,
+            wallclock_s=exited.wallclock_s,
         )
 
-    def live_trials(self) -> set[int]:
+    def live_trials(self) -> dict[int, set[str]]:
         # ignore_removed: a container its own worker removes while we list it is gone, not
         # an error (docker-py inspects each listed container and would raise NotFound).
         containers = self._client.containers.list(
             all=True, ignore_removed=True, filters={"label": [TRIAL_LABEL, self._scope]}
         )
-        return {int(container.labels[TRIAL_LABEL]) for container in containers}
+        live: dict[int, set[str]] = {}
+        for container in containers:
+            owners = live.setdefault(int(container.labels[TRIAL_LABEL]), set())
+            owners.add(container.labels.get(OWNER_LABEL, ""))
+        return live
 
     @property
     def _scope(self) -> str:
         return f"{NAMESPACE_LABEL}={self.namespace}"
 
-    def sweep(self, trial_ids: Collection[int] | None = None) -> int:
+    def sweep(
+        self, trial_ids: Collection[int] | None = None, owners: Collection[str] | None = None
+    ) -> int:
         """Remove leftover containers (all trials', or only `trial_ids`'); returns how many.
 
         Without `trial_ids` this also removes containers that another live
         worker on the same daemon is running, so pass the ids when workers
-        share a daemon.
+        share a daemon; `owners` narrows it to what those workers started.
         """
         if trial_ids is None:
             selectors = [TRIAL_LABEL]
@@ -223,15 +234,18 @@ class DockerRunner:
             for container in self._client.containers.list(
                 all=True, ignore_removed=True, filters=filters
             ):
+                if owners is not None and container.labels.get(OWNER_LABEL, "") not in owners:
+                    continue
                 try:
                     container.remove(force=True)
                 except NotFound:
                     continue  # removed meanwhile by its own worker's `finally`
                 removed += 1
                 logger.info(
-                    "sandbox.sweep.removed trial_id=%s container=%s",
+                    "sandbox.sweep.removed trial_id=%s container=%s owner=%s",
                     container.labels.get(TRIAL_LABEL),
                     container.short_id,
+                    container.labels.get(OWNER_LABEL, ""),
                 )
         return removed
 
@@ -291,6 +305,7 @@ class DockerRunner:
                 TRIAL_LABEL: str(spec.trial_id),
                 ROLE_LABEL: spec.role,
                 NAMESPACE_LABEL: self.namespace,
+                OWNER_LABEL: spec.owner,
             },
             log_config=LogConfig(
                 type=LogConfig.types.JSON,

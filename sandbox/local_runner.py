@@ -7,8 +7,9 @@ nobody mistakes these results for contained ones. What it does bound:
 
 - wall-clock: our deadline, then SIGKILL to the trial's process group (it
   gets a session of its own) and to every process still carrying its marker
-  variable `LOCAL_TRIAL_ENV` (`<namespace>/<trial id>`), which also lets
-  `sweep` find the trials of a worker that died, and only its own installation's;
+  variable `LOCAL_TRIAL_ENV` (`<namespace>/<trial id>/<owner>`), which also lets
+  `sweep` find the trials of a worker that died (and which attempt they were),
+  and only its own installation's;
 - memory: RLIMIT_AS, i.e. virtual address space, stricter than a container's
   resident-memory limit (libraries that reserve large ranges, such as
   OpenBLAS thread buffers, need headroom);
@@ -102,6 +103,7 @@ class LocalRunner:
             env={**request.env, OUTPUT_ENV: str(request.output_dir.resolve())},
             limits=request.limits,
             namespace=self.namespace,
+            owner=request.owner,
         )
         log_tail = exited.log.text(header=UNISOLATED_NOTICE)
         try:
@@ -142,6 +144,7 @@ class LocalRunner:
             env=env,
             limits=request.limits,
             namespace=self.namespace,
+            owner=request.owner,
         )
         log_tail = exited.log.text(header=UNISOLATED_NOTICE)
         metrics, reason = evaluator_verdict(
@@ -157,18 +160,23 @@ class LocalRunner:
             error=reason,
             log_tail=log_tail,
             infra_error=None,
+            wallclock_s=exited.wallclock_s,
         )
 
-    def live_trials(self) -> set[int]:
-        return {int(t) for _, t in _marked_processes(self.namespace) if t.isdigit()}
+    def live_trials(self) -> dict[int, set[str]]:
+        live: dict[int, set[str]] = {}
+        for _, trial_id, owner in _marked_processes(self.namespace):
+            live.setdefault(trial_id, set()).add(owner)
+        return live
 
-    def sweep(self, trial_ids: Collection[int] | None = None) -> int:
-        """SIGKILL every process marked as a local trial (or as one of `trial_ids`).
-
-        Returns how many processes were killed. Processes of other users are
-        invisible unless the worker is root.
+    def sweep(
+        self, trial_ids: Collection[int] | None = None, owners: Collection[str] | None = None
+    ) -> int:
+        """SIGKILL every process marked as a local trial (or as one of `trial_ids`, and of
+        `owners`). Returns how many processes were killed. Processes of other users
+        are invisible unless the worker is root.
         """
-        return _kill_marked(self.namespace, trial_ids)
+        return _kill_marked(self.namespace, trial_ids, owners)
 
 
 def _execute(
@@ -179,6 +187,7 @@ def _execute(
     env: Mapping[str, str],
     limits: Limits,
     namespace: str,
+    owner: str,
 ) -> _Exited:
     """Run `command` in a private copy of `source` under rlimits; kill it all at the end."""
     with tempfile.TemporaryDirectory(prefix=f"trialforge-{trial_id}-") as scratch:
@@ -192,10 +201,11 @@ def _execute(
                 "PATH": LOCAL_PATH,
                 "HOME": scratch,
                 **env,
-                LOCAL_TRIAL_ENV: f"{namespace}/{trial_id}",
+                LOCAL_TRIAL_ENV: f"{namespace}/{trial_id}/{owner}",
             },
             limits=limits,
             namespace=namespace,
+            owner=owner,
         )
 
 
@@ -207,6 +217,7 @@ def _supervise(
     env: Mapping[str, str],
     limits: Limits,
     namespace: str,
+    owner: str,
 ) -> _Exited:
     log, stdout = TailBuffer(), TailBuffer()
     nproc = _tasks_of_user(os.getuid()) + limits.pids
@@ -234,7 +245,7 @@ def _supervise(
     wallclock_s = time.monotonic() - started
     # The trial is over, whether it exited or hit the deadline: nothing of it may live on.
     _kill_group(process.pid)
-    _kill_marked(namespace, [trial_id])
+    _kill_marked(namespace, [trial_id], [owner])
     returncode = process.wait()
     for pump in pumps:
         pump.join(PIPE_DRAIN_S)
@@ -280,24 +291,27 @@ def _kill_group(pgid: int) -> None:
         pass  # the group is already empty: the usual case after a clean exit
 
 
-def _kill_marked(namespace: str, trial_ids: Collection[int] | None) -> int:
-    """SIGKILL marked processes (of `trial_ids` only, if given); returns how many."""
-    wanted = None if trial_ids is None else {str(trial_id) for trial_id in trial_ids}
+def _kill_marked(
+    namespace: str, trial_ids: Collection[int] | None, owners: Collection[str] | None = None
+) -> int:
+    """SIGKILL marked processes (of `trial_ids` and `owners` only, if given); returns how many."""
     killed = 0
-    for pid, trial_id in _marked_processes(namespace):
-        if wanted is not None and trial_id not in wanted:
+    for pid, trial_id, owner in _marked_processes(namespace):
+        if trial_ids is not None and trial_id not in trial_ids:
+            continue
+        if owners is not None and owner not in owners:
             continue
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             continue  # it exited while we looked
         killed += 1
-        logger.info("sandbox.local.killed trial_id=%s pid=%s", trial_id, pid)
+        logger.info("sandbox.local.killed trial_id=%s pid=%s owner=%s", trial_id, pid, owner)
     return killed
 
 
-def _marked_processes(namespace: str) -> list[tuple[int, str]]:
-    """(pid, trial id) of every visible process whose environment carries our marker."""
+def _marked_processes(namespace: str) -> list[tuple[int, int, str]]:
+    """(pid, trial id, owner) of every visible process whose environment carries our marker."""
     marker = f"{LOCAL_TRIAL_ENV}={namespace}/".encode()
     found = []
     for entry in os.scandir("/proc"):
@@ -309,7 +323,9 @@ def _marked_processes(namespace: str) -> list[tuple[int, str]]:
             continue  # exited meanwhile, or another user's process
         for variable in environ.split(b"\0"):
             if variable.startswith(marker):
-                found.append((int(entry.name), variable[len(marker) :].decode()))
+                trial_id, _, owner = variable[len(marker) :].decode().partition("/")
+                if trial_id.isdigit():
+                    found.append((int(entry.name), int(trial_id), owner))
     return found
 
 

@@ -19,6 +19,7 @@ from app.domain.labels import Verdict
 from app.domain.seeds import Execution
 from app.domain.spec import parse_spec
 from app.domain.states import Label, TrialStatus
+from app.gitstore import GitStore
 from app.services.import_recipe import create_search
 from app.store import transitions
 from app.store.models import Search, Trial
@@ -150,6 +151,10 @@ def spec_dict(recipe: Recipe, **overrides: Any) -> dict[str, Any]:
     return spec
 
 
+# The model endpoint of settings whose searches' llm agents are never asked (nothing listens
+# on the discard port): llm agents need a configured endpoint to be accepted at all.
+NO_MODEL = "http://127.0.0.1:9/v1"
+
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 FACTORY_WORKER = "factory:0"
 
@@ -213,6 +218,22 @@ def add_trial(
     return trial
 
 
+def give_commit(session: Session, search: Search, trial: Trial, diff: str = LOWER_LR) -> Trial:
+    """Commit `diff` on the trial's parent (the baseline when it has none) as the trial's recipe,
+    so it can be a parent, a rebase target or a diff in tests that need its files."""
+    parent = (
+        session.get(Trial, trial.parent_id) if trial.parent_id else baseline_of(session, search)
+    )
+    assert parent is not None and parent.commit_sha is not None
+    trial.commit_sha = GitStore(Path(search.repo_path)).apply_diff(
+        parent.commit_sha, diff, message=f"trial {trial.number}", ref=f"refs/trials/{trial.id}",
+        protected=[],
+    )  # fmt: skip
+    trial.diff = diff
+    session.flush()
+    return trial
+
+
 def baseline_of(session: Session, search: Search) -> Trial:
     return session.query(Trial).filter_by(search_id=search.id, number=0).one()
 
@@ -221,7 +242,7 @@ def seeded_search(session: Session, settings: Settings, recipe: Recipe, directio
     """A search with a small, varied lineage: scores, failures, several agents."""
     raw = spec_dict(recipe)
     raw["evaluator"]["direction"] = direction
-    search = create_search(session, parse_spec(raw), repos_dir=settings.repos_dir, actor="test")
+    search = create_search(session, parse_spec(raw), settings=settings, actor="test").search
     base = finish(session, baseline_of(session, search), Label.OK, 0.50)
     a = add_trial(session, search, agent="opt", parent=base, score=0.70)
     add_trial(session, search, agent="arch", parent=base, score=0.60)

@@ -2,10 +2,12 @@
 
 It stands in for the model, which we do not own; the `openai` client under
 test talks to it over real HTTP. Each agent (named in the system prompt as
-"You are <name>,") gets its own queue of scripted answers: a reply text, or
-an HTTP status to fail with (the client must retry 429 and 5xx). When an
-agent's queue is empty, `fallback(agent, n)` answers. Every request is kept,
-with the usage reported for it, so tests can read the prompts agents saw.
+"You are <name>,") gets its own queue of scripted answers: a reply text, an
+HTTP status to fail with (the client must retry 429 and 5xx), tool calls, or
+a `Raw` body sent as it is (a broken endpoint: not JSON, the wrong shape).
+When an agent's queue is empty, `fallback(agent, n)` answers. Every request
+is kept, with the usage reported for it and the key it carried, so tests can
+read the prompts agents saw and which key went where.
 """
 
 from __future__ import annotations
@@ -22,8 +24,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _AGENT = re.compile(r"You are (\S+?),")
-# A reply's content, an HTTP status to fail with, or tool calls: [(name, arguments), ...].
-Answer = str | int | list[tuple[str, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A response body sent byte for byte, with status 200 and a JSON content type."""
+
+    body: bytes
+
+
+# A reply's content, an HTTP status to fail with, tool calls: [(name, arguments), ...]
+# (arguments as an object, or as the raw JSON text a model wrote), or a raw body.
+Answer = str | int | list[tuple[str, dict[str, Any] | str]] | Raw
 
 
 @dataclass(frozen=True)
@@ -34,12 +46,18 @@ class Exchange:
     answer: Answer
     prompt_tokens: int
     completion_tokens: int
+    authorization: str = ""  # the request's Authorization header: which key it carried
 
 
 class FakeLLM:
     def __init__(
-        self, script: Mapping[str, Sequence[Answer]], fallback: Callable[[str, int], Answer]
+        self,
+        script: Mapping[str, Sequence[Answer]],
+        fallback: Callable[[str, int], Answer],
+        delay_s: float = 0.0,
     ) -> None:
+        """`delay_s`: how long every answer takes (a slow model, for faults mid-proposal)."""
+        self.delay_s = delay_s
         self._queues = {agent: deque(answers) for agent, answers in script.items()}
         self._fallback = fallback
         self._served: dict[str, int] = {}
@@ -61,7 +79,7 @@ class FakeLLM:
             self._server.shutdown()
             self._server.server_close()
 
-    def _answer(self, body: dict[str, Any]) -> tuple[Answer, Exchange]:
+    def _answer(self, body: dict[str, Any], authorization: str) -> tuple[Answer, Exchange]:
         messages = body.get("messages", [])
         prompt = "\n".join(str(message.get("content", "")) for message in messages)
         found = _AGENT.search(prompt)
@@ -73,9 +91,18 @@ class FakeLLM:
             else:
                 self._served[agent] = self._served.get(agent, 0) + 1
                 answer = self._fallback(agent, self._served[agent])
-            text = answer if isinstance(answer, str) else json.dumps(answer)
+            if isinstance(answer, Raw):
+                text = answer.body.decode(errors="replace")
+            else:
+                text = answer if isinstance(answer, str) else json.dumps(answer)
             exchange = Exchange(
-                agent, prompt, messages, answer, len(prompt) // 4 + 1, len(text) // 4 + 1
+                agent,
+                prompt,
+                messages,
+                answer,
+                len(prompt) // 4 + 1,
+                len(text) // 4 + 1,
+                authorization,
             )
             self.exchanges.append(exchange)
         return answer, exchange
@@ -87,7 +114,11 @@ class FakeLLM:
             def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                answer, exchange = fake._answer(body)
+                time.sleep(fake.delay_s)
+                answer, exchange = fake._answer(body, self.headers.get("Authorization", ""))
+                if isinstance(answer, Raw):
+                    self._write(200, answer.body)
+                    return
                 if isinstance(answer, int):
                     self._send(answer, {"error": {"message": "scripted failure", "type": "x"}})
                     return
@@ -100,7 +131,12 @@ class FakeLLM:
                             {
                                 "id": f"call_{len(fake.exchanges)}_{index}",
                                 "type": "function",
-                                "function": {"name": name, "arguments": json.dumps(args)},
+                                "function": {
+                                    "name": name,
+                                    "arguments": args
+                                    if isinstance(args, str)
+                                    else json.dumps(args),
+                                },
                             }
                             for index, (name, args) in enumerate(answer)
                         ],
@@ -130,7 +166,9 @@ class FakeLLM:
                 )
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
+                self._write(status, json.dumps(payload).encode())
+
+            def _write(self, status: int, data: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

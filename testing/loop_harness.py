@@ -9,13 +9,16 @@ is a known function of its constants, so a test knows which edits improve it.
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import os
 import subprocess
+import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ import redis
 from app.cli.launcher import Stack
 from app.config import Settings
 from testing.factories import commit_all
+from testing.servers import Server, redis_server
 
 TRAIN_PY = """\
 import json, math, os
@@ -50,7 +54,6 @@ with open(os.path.join(os.environ["TRIALFORGE_OUTPUT"], "model.json")) as f:
 """
 BASELINE_ACC = 0.4023  # 0.3 + 0.15 - 0.1 * log10(3), rounded as the recipe rounds
 LOG_TAIL_CHARS = 16_000  # of the processes' log shown when a test fails
-REDIS_URL = os.environ.get("TRIALFORGE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 # The control arm alone: one knob of the loop recipe, no model needed.
 CONTROL_ONLY = [
     {
@@ -110,16 +113,31 @@ def loop_spec(
     }
 
 
+@cache
+def own_redis() -> Server:
+    """A Redis server of this test process's own (started once, stopped at exit).
+
+    Never the machine's shared Redis: flushing a database number there would
+    erase whatever someone else keeps in it.
+    """
+    server = redis_server(Path(tempfile.mkdtemp(prefix="trialforge-redis-")))
+    try:
+        server.start()
+    except RuntimeError as error:
+        pytest.fail(f"a Redis server is required beside Postgres: {error}")
+    atexit.register(server.stop)
+    return server
+
+
+_redis_databases = itertools.cycle(range(1, 16))
+
+
 def broker_for(database_url: str, data_dir: Path) -> str:
-    """Redis beside Postgres (a private, flushed DB number), the embedded broker beside SQLite."""
+    """Our own Redis beside Postgres (a flushed DB number), the embedded broker beside SQLite."""
     if not database_url.startswith("postgresql"):
         return f"sqla+sqlite:///{(data_dir / 'broker.db').resolve()}"
-    number = 1 + uuid.uuid4().int % 15
-    url = f"{REDIS_URL}/{number}"
-    try:
-        redis.Redis.from_url(url).flushdb()
-    except redis.RedisError as error:
-        pytest.fail(f"Redis at {REDIS_URL} is required beside Postgres: {error}")
+    url = f"redis://127.0.0.1:{own_redis().port}/{next(_redis_databases)}"
+    redis.Redis.from_url(url).flushdb()
     return url
 
 
@@ -129,6 +147,8 @@ class Deployment:
 
     stack: Stack
     log_path: Path
+    supervised: bool = False
+    restarts: list[str] = field(default_factory=list)  # what supervision said it did
 
     @property
     def env(self) -> dict[str, str]:
@@ -138,13 +158,19 @@ class Deployment:
         return self.stack.start(*args)
 
     def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-        """Poll `condition`; fail with the processes' logs on timeout or if one of them died."""
+        """Poll `condition`; fail with the processes' logs on timeout or if one of them died.
+
+        A supervised deployment restarts a process that died instead, as `trialforge up`
+        (or a service manager) would, and counts it in `restarts`.
+        """
         deadline = time.monotonic() + timeout_s
         while not condition():
-            dead = self.stack.dead()
+            dead = [] if self.supervised else self.stack.dead()
             if dead or time.monotonic() > deadline:
                 why = f"{dead[0]} exited" if dead else f"timed out after {timeout_s}s"
                 pytest.fail(f"{why} waiting until {what}\n{self.logs()}")
+            if self.supervised:
+                self.stack.supervise(self.restarts.append)
             time.sleep(0.25)
 
     def logs(self) -> str:
@@ -152,13 +178,19 @@ class Deployment:
 
 
 @contextmanager
-def deployment(database_url: str, data_dir: Path, **settings: str) -> Iterator[Deployment]:
+def deployment(
+    database_url: str,
+    data_dir: Path,
+    broker_url: str | None = None,
+    supervised: bool = False,
+    **settings: str,
+) -> Iterator[Deployment]:
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "TRIALFORGE_DATABASE_URL": database_url,
         "TRIALFORGE_DATA_DIR": str(data_dir),
-        "TRIALFORGE_BROKER_URL": broker_for(database_url, data_dir),
+        "TRIALFORGE_BROKER_URL": broker_url or broker_for(database_url, data_dir),
         "TRIALFORGE_HEARTBEAT_S": "1",
         **{f"TRIALFORGE_{key.upper()}": value for key, value in settings.items()},
     }
@@ -167,6 +199,6 @@ def deployment(database_url: str, data_dir: Path, **settings: str) -> Iterator[D
         stack = Stack(env, log)
         stack.prepare(Settings(broker_url=env["TRIALFORGE_BROKER_URL"], data_dir=data_dir))
         try:
-            yield Deployment(stack, log_path)
+            yield Deployment(stack, log_path, supervised)
         finally:
             stack.stop()

@@ -71,7 +71,12 @@ def database_url(migrated_database: str) -> Iterator[str]:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path / "data", api_token=None)
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        api_token=None,
+        llm_base_url=factories.NO_MODEL,
+    )
 
 
 @pytest.fixture

@@ -19,17 +19,16 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.agents.llm import LLMAgent
 from app.config import Settings
 from app.domain.spec import parse_spec
 from app.domain.states import Label, TrialStatus
 from app.errors import NotFound
 from app.gitstore import GitStore
 from app.services.import_recipe import create_search
-from app.services.propose import Proposal, ProposalFailed, load_job, record_proposal
 from app.store.models import Search, Trial
 from testing.factories import LOWER_LR, Recipe, add_trial, baseline_of, finish, spec_dict
 from testing.fake_llm import FakeLLM
+from testing.proposals import propose_through
 
 BOTH = {"paths": ["train.py", "model.py"], "brief": "Anything in the recipe."}
 SCRIPT: dict[str, list[Any]] = {
@@ -77,10 +76,10 @@ def world(
         {"name": "looper", "kind": "llm", "model": "fake", "surface": BOTH},
         {"name": "rebaser", "kind": "llm", "model": "fake", "surface": BOTH},
     ]  # fmt: skip
+    settings = settings.model_copy(update={"llm_base_url": fake.base_url})
     search = create_search(
-        session, parse_spec(spec_dict(recipe, agents=agents)), repos_dir=settings.repos_dir,
-        actor="test",
-    )  # fmt: skip
+        session, parse_spec(spec_dict(recipe, agents=agents)), settings=settings, actor="test"
+    ).search
     baseline = finish(session, baseline_of(session, search), Label.OK, 0.5)
     store = GitStore(Path(search.repo_path))
     best = add_trial(session, search, agent="explorer", parent=baseline, score=0.6,
@@ -95,25 +94,14 @@ def world(
                           hypothesis=f"crashing idea {n}")  # fmt: skip
         crash.log_tail = f"Traceback...\nRuntimeError: exploded {n}\n"
     session.commit()
-    return settings.model_copy(update={"llm_base_url": fake.base_url}), search
+    return settings, search
 
 
 def propose(session: Session, settings: Settings, search: Search, agent: str) -> Trial:
     best = session.get(Trial, search.best_trial_id)
     trial = add_trial(session, search, agent=agent, parent=best, label=None,
                       status=TrialStatus.PROPOSED)  # fmt: skip
-    session.commit()
-    job = load_job(session, trial.id)
-    assert job is not None
-    outcome: Proposal | ProposalFailed
-    try:
-        outcome = LLMAgent(settings).propose(job, GitStore(job.repo_path))
-    except ProposalFailed as failed:
-        outcome = failed
-    record_proposal(session, trial.id, outcome)
-    session.commit()
-    session.refresh(trial)
-    return trial
+    return propose_through(session, settings, trial)
 
 
 def tool_names(trial: Trial) -> list[str]:

@@ -34,6 +34,7 @@ def test_creating_a_search_imports_the_recipe_and_records_the_baseline(
         "trials_ok": 0,
         "cost_usd": 0.0,
         "wallclock_s": 0.0,
+        "eval_s": 0.0,
         "baseline_score": None,
         "best_score": None,
     }

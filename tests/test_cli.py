@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from app.cli.main import app
 from app.db import head_revision
-from testing.factories import Recipe, spec_dict
+from testing.factories import NO_MODEL, Recipe, spec_dict
 
 
 @pytest.fixture
@@ -23,6 +23,7 @@ def env(database_url: str, tmp_path: Path) -> dict[str, str]:
     return {
         "TRIALFORGE_DATABASE_URL": database_url,
         "TRIALFORGE_DATA_DIR": str(tmp_path / "data"),
+        "TRIALFORGE_LLM_BASE_URL": NO_MODEL,
     }
 
 

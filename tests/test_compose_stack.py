@@ -29,7 +29,7 @@ from docker.errors import ImageNotFound
 from sandbox.contract import SANDBOX_PATH
 from sandbox.image import build_offline
 from testing.databases import drop_postgres_database, make_postgres_database
-from testing.loop_harness import REDIS_URL
+from testing.loop_harness import broker_for
 
 pytestmark = pytest.mark.docker
 
@@ -95,7 +95,7 @@ def stack_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path, int]]:
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     stack = yaml.safe_load(rendered)
-    broker = f"{REDIS_URL}/{1 + uuid.uuid4().int % 15}"
+    broker = broker_for(url, tmp_path)  # a Redis of this test run's own, on the host network
     health = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/healthz')"
     for name_, service in stack["services"].items():
         service.pop("ports", None)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from app.config import Settings
 from app.db import session_scope
 from app.domain.spec import Feedback, SearchSpec, load_spec_file
 from app.domain.states import SearchStatus
@@ -68,10 +69,13 @@ def test_two_feedback_arms_run_and_compare_side_by_side(
     ):
         data_dir = Path(running.env["TRIALFORGE_DATA_DIR"])
         ids = []
+        settings = Settings(database_url=database_url, data_dir=data_dir,
+                            llm_base_url=fake.base_url)  # fmt: skip
         with session_scope(database_url) as session:
             for feedback in ("full", "best_only"):
-                ids.append(create_search(session, arm_spec(feedback), repos_dir=data_dir / "repos",
-                                         actor="study").id)  # fmt: skip
+                created = create_search(session, arm_spec(feedback), settings=settings,
+                                        actor="study")  # fmt: skip
+                ids.append(created.search.id)
         running.start("scheduler", "--interval=0.3")
         running.start("worker", "--queues=propose,trials", "--concurrency=3")
 

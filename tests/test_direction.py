@@ -24,14 +24,13 @@ from app.config import Settings
 from app.domain.digest import build_messages
 from app.domain.spec import parse_spec
 from app.domain.states import Decision, Direction, Label, TrialStatus
-from app.gitstore import GitStore
 from app.services.import_recipe import create_search
 from app.services.propose import load_job
 from app.store import rollup
 from app.store.models import Search, Trial, TrialRollup
 from app.store.report import halt_report
 from app.store.tick import kept_candidates
-from testing.factories import LOWER_LR, Recipe, add_trial, baseline_of, finish, spec_dict
+from testing.factories import Recipe, add_trial, baseline_of, finish, give_commit, spec_dict
 
 # Maximised scores; the minimised search records 1 - score, so every gain is the same.
 BASELINE, BEST, WORSE_CHILD = 0.50, 0.70, 0.60
@@ -53,14 +52,10 @@ def scored(direction: Direction, score: float) -> float:
 def record(session: Session, settings: Settings, recipe: Recipe, direction: Direction) -> Lineage:
     raw = spec_dict(recipe)
     raw["evaluator"].update(direction=direction.value, gates=[])
-    search = create_search(session, parse_spec(raw), repos_dir=settings.repos_dir, actor="test")
+    search = create_search(session, parse_spec(raw), settings=settings, actor="test").search
     baseline = finish(session, baseline_of(session, search), Label.OK, scored(direction, BASELINE))
-    best = add_trial(session, search, agent="opt", parent=baseline,
-                     score=scored(direction, BEST), diff=LOWER_LR)  # fmt: skip
-    best.commit_sha = GitStore(Path(search.repo_path)).apply_diff(
-        baseline.commit_sha or "", LOWER_LR, message="lower lr", ref=f"refs/trials/{best.id}",
-        protected=[],
-    )  # fmt: skip
+    best = add_trial(session, search, agent="opt", parent=baseline, score=scored(direction, BEST))
+    give_commit(session, search, best)
     worse = add_trial(session, search, agent="arch", parent=best,
                       score=scored(direction, WORSE_CHILD))  # fmt: skip
     add_trial(session, search, agent="opt", parent=best, label=Label.CRASH)

@@ -56,7 +56,7 @@ def new_search(session: Session, settings: Settings, recipe: Recipe, **search: A
     raw = spec_dict(recipe)
     raw["budgets"]["search"] = {"max_trials": 6, "max_concurrent": 2, **search}
     spec = parse_spec(raw)
-    search_id = create_search(session, spec, repos_dir=settings.repos_dir, actor="t").id
+    search_id = create_search(session, spec, settings=settings, actor="t").search.id
     session.commit()
     return search_id
 
@@ -294,8 +294,9 @@ def test_a_failed_baseline_halts_the_search_and_drops_what_would_run_next(
         search = unit.get(Search, search_id)
         assert search is not None
         assert search.status == SearchStatus.FINISHED
-        assert search.halt_reason == "the baseline failed (crash)"
+        assert search.halt_reason == "the baseline failed (crash): crash"  # and its reason
     assert trial(database_url, proposal).status == TrialStatus.CANCELLED
+    assert trial(database_url, baseline).decision is Decision.BASELINE  # never a discard
 
 
 def test_a_paused_search_neither_proposes_nor_dispatches(
@@ -351,8 +352,7 @@ def test_with_a_noise_spec_only_a_candidate_past_the_noise_floor_is_kept(
 ) -> None:
     raw = spec_dict(recipe, noise={"baseline_runs": 4, "confirm_runs": 3})
     raw["budgets"]["search"] = {"max_trials": 10, "max_concurrent": 3}
-    search_id = create_search(session, parse_spec(raw), repos_dir=settings.repos_dir,
-                              actor="t").id  # fmt: skip
+    search_id = create_search(session, parse_spec(raw), settings=settings, actor="t").search.id
     session.commit()
     baseline, (noise, real, unconfirmed) = first_tick(database_url, search_id)
     assert run_to_end(database_url, baseline, seeded((0.50, 0.52, 0.48, 0.50)))

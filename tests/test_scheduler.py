@@ -104,10 +104,16 @@ def test_cost_and_deadline_stop_everything_not_yet_running(
     assert idle.halt == reason and idle.cancel_ready
 
 
-def test_a_failed_baseline_halts_at_once() -> None:
+def test_a_failed_baseline_halts_at_once_and_says_why() -> None:
     decided = plan(replace(STATE, baseline_label=Label.CRASH, ready=(3,)))
+    named = plan(
+        replace(
+            STATE, baseline_label=Label.BUDGET_OVERRUN, baseline_reason="seed 1: killed at 240s"
+        )
+    )
 
     assert decided.halt == "the baseline failed (crash)"
+    assert named.halt == "the baseline failed (budget_overrun): seed 1: killed at 240s"
     assert decided.cancel_ready and decided.dispatch == ()
 
 

@@ -146,7 +146,9 @@ def test_a_search_runs_to_its_budget_and_learns_from_its_lineage(
         data_dir = Path(running.env["TRIALFORGE_DATA_DIR"])
         with session_scope(database_url) as session:
             spec = parse_spec(loop_spec(repo, evaluator, AGENTS))
-            search_id = create_search(session, spec, repos_dir=data_dir / "repos", actor="t").id
+            settings = Settings(database_url=database_url, data_dir=data_dir,
+                                llm_base_url=fake.base_url)  # fmt: skip
+            search_id = create_search(session, spec, settings=settings, actor="t").search.id
         running.start("scheduler", "--interval=0.5")
         running.start("worker", "--queues=propose,trials", "--concurrency=3")
 

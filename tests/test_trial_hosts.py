@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from app.config import Settings
 from app.db import session_scope
 from app.domain.spec import parse_spec
 from app.domain.states import SearchStatus
@@ -29,11 +30,9 @@ def test_a_search_runs_only_on_the_host_that_consumes_its_queue(
             raw = loop_spec(repo, evaluator, CONTROL_ONLY, max_trials=3, max_concurrent=1)
             raw["budgets"]["trial"]["queue"] = host
             with session_scope(database_url) as session:
-                search = create_search(
-                    session, parse_spec(raw), repos_dir=tmp_path / "data" / "repos", actor="t"
-                )
-                session.flush()
-                search_ids[host] = search.id
+                settings = Settings(database_url=database_url, data_dir=tmp_path / "data")
+                created = create_search(session, parse_spec(raw), settings=settings, actor="t")
+                search_ids[host] = created.search.id
 
         def finished(host: str) -> bool:
             with session_scope(database_url) as session:

@@ -1,6 +1,7 @@
 """`trialforge up` runs the whole service in one command and takes it all down again.
 
-Invariant: the API answers once `up` has started, and a SIGTERM to `up` (what
+Invariant: the API answers once `up` has started; a child that dies is
+restarted, with backoff, and reported (issue 14); and a SIGTERM to `up` (what
 a service manager or `timeout` sends) stops every process it started: none
 is left running.
 """
@@ -29,16 +30,28 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
-def test_up_serves_and_a_sigterm_stops_every_process_it_started(tmp_path: Path) -> None:
+def scheduler_of(marker: str) -> list[int]:
+    """Pids of `trialforge scheduler` processes carrying `marker` in their environment."""
+    return [
+        pid
+        for pid in processes_with(marker)
+        if b"scheduler" in Path("/proc", str(pid), "cmdline").read_bytes()
+    ]
+
+
+def test_up_serves_restarts_a_dead_child_and_a_sigterm_stops_every_process(
+    tmp_path: Path,
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     data = tmp_path / "up-data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIALFORGE_")}
     env.update(TRIALFORGE_DATA_DIR=str(data), TRIALFORGE_SANDBOX_BACKEND="local")
+    report = tmp_path / "up.log"
     up = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "up", f"--port={port}", "--slots=1"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=report.open("wb"),
     )  # fmt: skip
     try:
         deadline, health = time.monotonic() + 60, None
@@ -49,7 +62,19 @@ def test_up_serves_and_a_sigterm_stops_every_process_it_started(tmp_path: Path) 
             except OSError:
                 time.sleep(0.3)
         assert health == 200
-        assert len(processes_with(f"TRIALFORGE_DATA_DIR={data}")) >= 5  # up and its children
+        marker = f"TRIALFORGE_DATA_DIR={data}"
+        assert len(processes_with(marker)) >= 5  # up and its children
+        (scheduler,) = scheduler_of(marker)
+
+        os.kill(scheduler, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not [pid for pid in scheduler_of(marker) if pid != scheduler]:
+            assert time.monotonic() < deadline, report.read_text()
+            time.sleep(0.3)
+        said = report.read_text()
+        assert "scheduler --interval=1 exited with -9" in said and "restarting in 1s" in said
+        assert "scheduler --interval=1 restarted" in said
+        assert up.poll() is None  # one dead child did not take the service down
 
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=60)

@@ -12,24 +12,9 @@ import pytest
 
 from app.domain.edits import MalformedEdit, Replace, render_diff
 from app.domain.workbench import TrialRef, Workbench
+from testing.proposals import Files
 
 TRAIN_PY = "LR = 0.1\nEPOCHS = 3\nprint(LR)\n"
-
-
-class Files:
-    """The parent's files, as the git store serves them to the workbench."""
-
-    def __init__(self, files: dict[str, str]) -> None:
-        self.files = files
-
-    def show_file(self, sha: str, path: str) -> str:
-        return self.files[path]
-
-    def list_files(self, sha: str) -> list[str]:
-        return sorted(self.files)
-
-    def diff(self, a_sha: str, b_sha: str) -> str:
-        return ""
 
 
 def bench() -> Workbench:

@@ -38,8 +38,8 @@ def baseline_only(database_url: str, tmp_path: Path, data_dir: Path, run: str) -
     raw = loop_spec(repo, evaluator, CONTROL_ONLY, max_trials=1, max_concurrent=1)
     raw["run"] = run
     with session_scope(database_url) as session:
-        search = create_search(session, parse_spec(raw), repos_dir=data_dir / "repos", actor="t")
-        session.flush()
+        settings = Settings(database_url=database_url, data_dir=data_dir)
+        search = create_search(session, parse_spec(raw), settings=settings, actor="t").search
         baseline = session.scalar(select(Trial.id).where(Trial.search_id == search.id))
         assert baseline is not None
         return search.id, baseline

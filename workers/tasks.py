@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from functools import cache
 from typing import Any
 
 from billiard.process import current_process
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from kombu.exceptions import KombuError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -31,6 +32,8 @@ from workers.celery_app import PROPOSE_QUEUE, celery
 
 logger = logging.getLogger(__name__)
 
+MAX_BACKOFF_S = 30.0  # the longest the scheduler waits between tries of an unavailable store
+
 
 @cache
 def runner() -> Runner:
@@ -38,12 +41,33 @@ def runner() -> Runner:
     return make_runner(settings.sandbox_backend, settings.namespace)
 
 
+def _runs_trials() -> bool:
+    return bool(set(celery.amqp.queues or {}) - {PROPOSE_QUEUE})  # a trial queue, any of them
+
+
 @worker_process_init.connect
 def _start_process(**_: Any) -> None:
-    """Drop database connections inherited through fork, then clear what dead workers left."""
+    """Drop the database connections and the Docker client inherited through fork."""
     get_engine(settings.resolved_database_url).dispose(close=False)
-    if set(celery.amqp.queues or {}) - {PROPOSE_QUEUE}:  # a trial worker, of any queue
-        hosts.sweep_orphans(settings, runner())
+    runner.cache_clear()
+
+
+@worker_ready.connect
+def _start_sweeping(**_: Any) -> None:
+    """A trial worker sweeps its host at start and once a heartbeat after (in the main process,
+    which outlives the pool processes it restarts), so what a dead pool process or an
+    attempt that lost its lease left running is gone within a sweep."""
+    if _runs_trials():
+        threading.Thread(target=_sweep_forever, name="host-sweep", daemon=True).start()
+
+
+def _sweep_forever() -> None:
+    while True:
+        try:
+            hosts.sweep(settings, runner())
+        except Exception as error:  # a sweep that failed (daemon or database away) comes again
+            logger.warning("sandbox.sweep_failed error=%r", error)
+        time.sleep(hosts.sweep_interval_s(settings.heartbeat_s))
 
 
 def send(sends: list[Send]) -> None:
@@ -84,17 +108,35 @@ def run_trial(trial_id: int) -> None:
 
 
 def schedule_forever(interval_s: float, stop: threading.Event) -> None:
-    """The periodic sweep: ticks every running search (reaps lost trials, fills slots)."""
+    """The periodic sweep: ticks every active search (reaps lost trials, fills slots).
+
+    A database that is away is waited out with backoff (and said in the log),
+    never the end of the scheduler.
+    """
+    failures = 0
     while not stop.is_set():
-        for search_id in scheduling.running_searches(settings):
+        try:
+            search_ids = scheduling.running_searches(settings)
+        except (SQLAlchemyError, OSError) as error:
+            failures += 1
+            wait_s = min(interval_s * 2.0**failures, MAX_BACKOFF_S)
+            logger.error("scheduler.store_unavailable error=%r retry_in_s=%.1f", error, wait_s)
+            stop.wait(wait_s)
+            continue
+        if failures:
+            logger.warning("scheduler.store_back after_failures=%s", failures)
+            failures = 0
+        for search_id in search_ids:
             schedule_safely(search_id)
         stop.wait(interval_s)
 
 
 def schedule_safely(search_id: int) -> None:
+    """Tick, and survive the tick's failure: the periodic sweep ticks again from the store."""
     try:
         schedule(search_id)
     except (SQLAlchemyError, KombuError, OSError) as error:
-        # Deliberate: one failed tick (a dropped connection, a lock timeout) must not
-        # stop a sweep or a worker; the periodic sweep retries from the store.
+        # A dropped connection, a lock timeout, a broker away: expected, and passing.
         logger.error("scheduler.tick_failed search_id=%s error=%r", search_id, error)
+    except Exception:  # a bug must not stop the sweep of every other search
+        logger.exception("scheduler.tick_crashed search_id=%s", search_id)

@@ -8,7 +8,13 @@ exponential backoff. A reply that cannot become a diff is answered with the
 reason and retried; after `MAX_REPLY_ATTEMPTS` the trial is `patch_rejected`.
 An edit that parses but breaks the rules (outside the surface, protected) is
 not retried here: it becomes the trial's `illegal_edit`, which later
-prompts show. An endpoint that stays down is an `infra_error`, not the idea's.
+prompts show. An endpoint that stays down, or answers with something that is
+not a chat completion (`app.agents.chat`), is an `infra_error` naming the
+endpoint, not the idea's.
+
+Which endpoint an agent calls and which key it sends are decided by
+`app.domain.endpoints`: never the client library's default host, and the
+operator's key only to the operator's endpoint.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ from typing import cast
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
+from app.agents.chat import EndpointFailed, complete
 from app.agents.files import parent_reader
 from app.agents.session import run_session
 from app.agents.usage import add_usage
 from app.config import Settings
 from app.domain.digest import build_messages
 from app.domain.edits import MalformedEdit, parse_reply, render_diff
+from app.domain.endpoints import NoEndpoint, endpoint_for
 from app.domain.legality import parse_diff
 from app.domain.proposals import Proposal, ProposalFailed, ProposalJob, Usage
 from app.domain.spec import AgentSpec, LLMMode
@@ -47,27 +55,27 @@ class LLMAgent:
     def propose(self, job: ProposalJob, store: GitStore) -> Proposal:
         agent = job.agent
         assert agent.model is not None  # the spec requires a model for llm agents
-        client = self._client(agent)
+        client, endpoint = self._client(agent)
         if agent.mode is LLMMode.SESSION:
-            return run_session(client, job, store)
+            return run_session(client, endpoint, job, store)
         read = parent_reader(store, job.parent_commit)
         messages = cast(list[ChatCompletionMessageParam], build_messages(job.digest))
         usage = Usage()
         reason = ""
         for attempt in range(1, MAX_REPLY_ATTEMPTS + 1):
             try:
-                response = client.chat.completions.create(
+                reply = complete(
+                    client,
+                    endpoint,
                     model=agent.model,
                     messages=messages,
                     temperature=agent.temperature,
                     max_tokens=agent.max_output_tokens,
                 )
-            except openai.APIError as error:
-                raise ProposalFailed(
-                    Label.INFRA_ERROR, f"model endpoint failed: {error}", usage
-                ) from error
-            usage = add_usage(usage, response.usage, agent)
-            text = (response.choices[0].message.content if response.choices else None) or ""
+            except EndpointFailed as error:
+                raise ProposalFailed(Label.INFRA_ERROR, str(error), usage) from error
+            usage = add_usage(usage, reply, agent)
+            text = reply.content
             try:
                 draft = parse_reply(text)
                 diff = render_diff(draft.edits, read)
@@ -92,11 +100,24 @@ class LLMAgent:
             usage,
         )
 
-    def _client(self, agent: AgentSpec) -> openai.OpenAI:
-        key = self.settings.llm_api_key
-        return openai.OpenAI(
-            base_url=agent.base_url or self.settings.llm_base_url,
+    def _client(self, agent: AgentSpec) -> tuple[openai.OpenAI, str]:
+        """A client bound to the agent's endpoint and its key, and that endpoint's URL.
+
+        The spec was checked at submit; the settings of this worker may differ,
+        so a missing endpoint or key is the trial's `infra_error`, naming it.
+        """
+        try:
+            endpoint = endpoint_for(agent, self.settings.endpoint_policy)
+        except NoEndpoint as refusal:
+            raise ProposalFailed(Label.INFRA_ERROR, f"no model endpoint: {refusal}") from refusal
+        key = self.settings.llm_key(endpoint)
+        if endpoint.key_env is not None and key is None:
+            reason = f"no key for {endpoint.base_url}: {endpoint.key_env} is not set on this worker"
+            raise ProposalFailed(Label.INFRA_ERROR, reason)
+        client = openai.OpenAI(
+            base_url=endpoint.base_url,  # never None: the client would pick its default host
             api_key=key.get_secret_value() if key else NO_KEY,
             max_retries=HTTP_RETRIES,
             timeout=REQUEST_TIMEOUT_S,
         )
+        return client, endpoint.base_url

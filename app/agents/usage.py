@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from openai.types.completion_usage import CompletionUsage
-
+from app.agents.chat import Reply
 from app.domain.proposals import Usage
 from app.domain.spec import AgentSpec
 
 
-def add_usage(usage: Usage, reported: CompletionUsage | None, agent: AgentSpec) -> Usage:
-    """`usage` plus one call's reported tokens, priced by the agent's per-million rates."""
-    if reported is None:
-        return usage
-    tokens_in, tokens_out = reported.prompt_tokens, reported.completion_tokens
+def add_usage(usage: Usage, reply: Reply, agent: AgentSpec) -> Usage:
+    """`usage` plus one reply's reported tokens, priced by the agent's per-million rates."""
+    tokens_in, tokens_out = reply.tokens_in, reply.tokens_out
     cost = (
         tokens_in * agent.price_in_usd_per_mtok + tokens_out * agent.price_out_usd_per_mtok
     ) / 1e6

@@ -25,7 +25,8 @@ class StatsOut(BaseModel):
     trials_finished: int
     trials_ok: int
     cost_usd: float
-    wallclock_s: float
+    wallclock_s: float = Field(description="Sandbox seconds of every training run.")
+    eval_s: float = Field(description="Sandbox seconds of every evaluation.")
     baseline_score: float | None
     best_score: float | None
 
@@ -63,6 +64,17 @@ class SearchOut(BaseModel):
         return cls.model_validate({**fields, "stats": vars(stats)})
 
 
+class CheckOut(BaseModel):
+    field: str = Field(description="The spec field checked, dotted (`agents.0.surface.paths.0`).")
+    message: str
+
+
+class SearchCreatedOut(SearchOut):
+    """A new search, with every check its spec passed against the recipe and the server."""
+
+    checks: list[CheckOut]
+
+
 class TrialSummaryOut(BaseModel):
     """A row of the trials table: everything but the bulky diff and log."""
 
@@ -84,7 +96,10 @@ class TrialSummaryOut(BaseModel):
         default=None, description="Improvement over the parent's score (positive is better)."
     )
     metrics: dict[str, Any]
-    wallclock_s: float | None
+    wallclock_s: float | None = Field(
+        default=None, description="Sandbox seconds of its training runs (every seed, preflight)."
+    )
+    eval_s: float | None = Field(default=None, description="Sandbox seconds of its evaluations.")
     artifact_bytes: int | None
     image: str | None
     image_digest: str | None
@@ -174,4 +189,7 @@ class ReportOut(BaseModel):
     labels: dict[str, int]
     cost_usd: float
     cost_per_point: float | None = Field(description="Dollars per unit of improvement.")
-    sandbox_seconds: float
+    sandbox_seconds: float = Field(description="Every run: training and evaluation.")
+    train_seconds: float
+    eval_seconds: float
+    sandbox_seconds_per_point: float | None

@@ -3,8 +3,9 @@
 With nothing configured it uses the embedded defaults (SQLite and the
 embedded broker under the data dir), Docker when a daemon answers (building
 the sandbox image if it is missing) and otherwise the local runner, which it
-says is not isolated. The LLM specialists join when an endpoint or key is
-configured; otherwise the control arm runs alone, and the output says so.
+says is not isolated. The LLM specialists join when an endpoint is
+configured (a key alone names no host: nothing defaults to a public one);
+otherwise the control arm runs alone, and the output says so.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def choose_backend(settings: Settings, say: Callable[[str], None]) -> Backend:
 def demo_spec(settings: Settings, trials: int) -> tuple[SearchSpec, bool]:
     """The example's spec sized to `trials`; LLM agents only when a model is configured."""
     spec = load_spec_file(EXAMPLE)
-    llm = settings.llm_base_url is not None or settings.llm_api_key is not None
+    llm = settings.endpoint_policy.operator_url is not None  # else llm agents are refused
     agents = [a for a in spec.agents if llm or a.kind is AgentKind.CONTROL]
     budgets = spec.budgets.model_copy(
         update={"search": spec.budgets.search.model_copy(update={"max_trials": trials})}
@@ -96,14 +97,12 @@ def run_demo(
     backend = choose_backend(settings, say)
     spec, llm = demo_spec(settings, trials)
     if not llm:
-        say("no LLM configured (TRIALFORGE_LLM_BASE_URL / OPENAI_API_KEY): the control arm "
+        say("no LLM endpoint configured (TRIALFORGE_LLM_BASE_URL): the control arm "
             "runs alone")  # fmt: skip
     with db.session_scope(url) as session:
-        search = import_recipe.create_search(
-            session, spec, repos_dir=settings.repos_dir, actor="demo"
-        )
-        session.flush()
-        search_id = search.id
+        search_id = import_recipe.create_search(
+            session, spec, settings=settings, actor="demo"
+        ).search.id
     env = {
         "TRIALFORGE_DATA_DIR": str(settings.data_dir.resolve()),
         "TRIALFORGE_DATABASE_URL": url,

@@ -36,6 +36,8 @@ from app.store.pagination import MAX_LIMIT
 from app.store.report import halt_report
 from sandbox import image
 
+SUPERVISE_S = 0.5  # how often `up` looks at its children
+
 
 class _ReportingGroup(TyperGroup):
     """Turn our errors into `error: <reason>` and exit 1, for every subcommand at once."""
@@ -161,16 +163,13 @@ def up(
         stack.start(*command)
     typer.echo(f"trialforge up: dashboard and API on http://{host}:{port} (Ctrl-C stops all)")
     try:
-        while not stack.dead():
-            time.sleep(0.5)
+        while True:  # a child that dies is restarted with backoff, and reported
+            stack.supervise(lambda line: typer.echo(f"trialforge up: {line}", err=True))
+            time.sleep(SUPERVISE_S)
     except KeyboardInterrupt:
         pass
     finally:
-        dead = stack.dead()
         stack.stop()
-    if dead:
-        typer.echo(f"error: a process stopped: {dead[0]}", err=True)
-        raise typer.Exit(1)
 
 
 @app.command()
@@ -252,15 +251,11 @@ def search_submit(
     url = settings.resolved_database_url
     db.ensure_schema_current(url)
     with db.session_scope(url) as session:
-        search = import_recipe.create_search(
-            session,
-            spec,
-            repos_dir=settings.repos_dir,
-            actor="cli",
-            import_roots=settings.import_root_paths,
-        )
-        search_id, base = search.id, search.base_commit
+        created = import_recipe.create_search(session, spec, settings=settings, actor="cli")
+        search_id, base = created.search.id, created.search.base_commit
     typer.echo(f"search {search_id} created ({spec.name}, recipe at {base[:12]})")
+    for check in created.checks:
+        typer.echo(f"  checked {check.field}: {check.message}")
 
 
 @search_app.command("list")
@@ -316,7 +311,8 @@ def search_report(ctx: typer.Context, search_id: int) -> None:
         f"  keeps         {found.keeps}",
         "  labels        " + ", ".join(f"{k} {v}" for k, v in found.labels.items()),
         f"  cost          ${found.cost_usd:.4f} ({per_point} per point)",
-        f"  sandbox time  {found.sandbox_seconds:.0f}s",
+        f"  sandbox time  {found.sandbox_seconds:.0f}s ({found.train_seconds:.0f}s training, "
+        f"{found.eval_seconds:.0f}s evaluation, every seed)",
     ]
     typer.echo("\n".join(lines))
 

@@ -54,6 +54,7 @@ from app.store.trials import TrialFilter, TrialSort
 E = TypeVar("E", bound=StrEnum)
 HERE = Path(__file__).parent
 LIVE_POLL_S = 1.0  # how often the event stream looks for progress
+COMPARE_MAX = 20  # searches on one /compare page: each costs a report and a chart
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals["label_css"] = Markup(palette.badge_css())  # one rule per Label
 router = APIRouter(include_in_schema=False)
@@ -159,8 +160,11 @@ def _allowed(status: str, action: SearchAction) -> bool:
 @router.get("/compare", response_class=HTMLResponse)
 def compare_searches(request: Request, session: SessionDep, ids: str = "") -> Response:
     """Searches side by side, e.g. the arms of a control study: `/compare?ids=1,2`."""
+    parts = [part for part in ids.split(",") if part.strip()]
+    if len(parts) > COMPARE_MAX:
+        raise InvalidRequest(f"compare at most {COMPARE_MAX} searches at once, not {len(parts)}")
     try:
-        wanted = [int(part) for part in ids.split(",") if part.strip()]
+        wanted = [int(part) for part in parts]
     except ValueError as error:
         raise InvalidRequest(f"ids must be search ids separated by commas, not {ids!r}") from error
     columns = []

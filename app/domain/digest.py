@@ -2,10 +2,19 @@
 
 The paper's lesson is that specialists improve on each other because they read
 the shared, measured lineage, failures included. The digest is a frozen
-snapshot of it; `build_messages` turns it into chat messages under a token
-bound, dropping the least useful material first (older trials, then log
-tails, then file tails) so the task, the rules and the files stay. Pure: the
-service fills the digest from the store and git.
+snapshot of it, at least as rich as the paper's context: the best and the
+line that reached it (head and tail when long), a leaderboard of the top
+kept trials with their gain over the baseline, this agent's own trials, the
+other specialists' keeps, recent activity and failures across agents, what
+was already tried from the parent. The system message carries the rules of
+this search: budgets, gates, the keep rule with the measured noise floor,
+what each label means, the agent's surface and its role's preamble.
+
+`build_messages` renders it under a token bound; every section has a
+character budget of its own, and the least useful material goes first
+(older trials, then log tails, then file tails), so the whole first message
+stays bounded however long the search runs. Pure: the service fills the
+digest from the store and git.
 """
 
 from __future__ import annotations
@@ -14,7 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from app.domain.edits import REPLY_FORMAT
-from app.domain.leaderboard import Standing, describe, outcome
+from app.domain.leaderboard import LABEL_MEANINGS, Standing, describe, outcome
+from app.domain.noise import NoiseRule
+from app.domain.spec import BudgetUnit, SearchSpec
 from app.domain.states import Direction
 
 CHARS_PER_TOKEN = 4  # a conservative estimate for code and English
@@ -23,7 +34,23 @@ LOG_TAIL_CHARS = 1200  # of each failure's log, where the traceback is
 FILE_CHARS = 20_000  # of each surface file, before any further trimming
 HYPOTHESIS_CHARS = 300
 SATURATION_TRIALS = 5  # an agent's last trials considered for the saturation note
-SATURATION_DELTA = 1e-3  # a change smaller than this counts as no change
+KEPT_SHOWN = 20  # top kept trials in the leaderboard section, as the paper's
+BEST_LINE_HEAD, BEST_LINE_TAIL = 3, 8  # steps of a long best line shown from each end
+SECTION_CHARS = {  # each section's own budget, before the whole message's bound
+    "kept": 4000,
+    "best line": 4000,
+    "recent": 4000,
+    "own": 4000,
+    "others": 3000,
+    "failures": 6000,
+    "tried": 2000,
+}
+DEFAULT_PREAMBLE = (
+    "Make one structural, mechanism-level change per trial (a different schedule, "
+    "architecture block, loss, regulariser or data pipeline), not a one-number tweak of a "
+    "constant another trial already moved. Say which mechanism you change and why it "
+    "should move the metric."
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +67,7 @@ class TrialNote:
     reason: str = ""
     log_tail: str = ""
     decision: str | None = None
+    gain: float | None = None  # improvement over the baseline's score (positive is better)
 
 
 @dataclass(frozen=True)
@@ -61,6 +89,44 @@ class Digest:
     recent_failures: Sequence[TrialNote] = ()
     tried_from_parent: Sequence[TrialNote] = field(default_factory=tuple)
     leaderboard: Sequence[Standing] = ()
+    kept: Sequence[TrialNote] = ()  # the top kept trials, best first, with their gain
+    recent: Sequence[TrialNote] = ()  # the latest finished trials of every agent
+    rules: Sequence[str] = ()  # this search's budgets and keep rule, one line each
+    preamble: str = DEFAULT_PREAMBLE  # the agent's role: scope, limits, edit radius
+    noise_floor: float | None = None  # a change smaller than this is noise (metric units)
+
+
+def search_rules(spec: SearchSpec, noise_sd: float | None) -> list[str]:
+    """This search's budgets and keep rule, in the words the system prompt uses."""
+    budget = spec.budgets.trial
+    cap = "none" if budget.artifact_max_bytes is None else f"{int(budget.artifact_max_bytes)} bytes"
+    rules = [
+        f"Budget of each trial: the run command is killed at {budget.wallclock_s:g}s of "
+        f"wall-clock; {int(budget.memory)} bytes of memory (swap included), {budget.cpus:g} "
+        f"CPUs, {budget.gpus} GPUs; the artifact in /output may hold at most {cap}.",
+    ]
+    if budget.unit is not BudgetUnit.WALLCLOCK:
+        rules.append(f"The budget that counts is {budget.limit:g} {budget.unit}, as the "
+                     f"evaluator's {budget.unit_metric} reports.")  # fmt: skip
+    if spec.preflight is not None:
+        rules.append(f"A preflight (`{spec.preflight.command}`, {spec.preflight.wallclock_s:g}s) "
+                     "runs first; failing it ends the trial before the full run.")  # fmt: skip
+    noise = spec.noise
+    if noise is None:
+        rules.append("Keep rule: a scored trial becomes the new best only if it is strictly "
+                     "better than the current best; otherwise it is discarded.")  # fmt: skip
+    else:
+        floor = "not measured yet" if noise_sd is None else f"{noise_sd:.4g}"
+        test = (f"by more than {noise.k:g} standard errors" if noise.rule is NoiseRule.SPREAD
+                else f"in a one-sided Welch test at {noise.alpha:g}")  # fmt: skip
+        rules.append(
+            f"Keep rule: seed noise is measured (the baseline's spread over "
+            f"{noise.baseline_runs} seeds: {floor}). A trial's first run must beat the best's "
+            f"mean by {noise.nominate_k:g} noise floors to be confirmed on "
+            f"{noise.confirm_runs} fresh seeds, and becomes the new best only if they beat "
+            f"the best's runs {test}. Smaller gains are noise and are discarded."
+        )
+    return rules
 
 
 def best_only(digest: Digest) -> Digest:
@@ -72,6 +138,8 @@ def best_only(digest: Digest) -> Digest:
         recent_failures=(),
         tried_from_parent=(),
         leaderboard=(),
+        kept=(),
+        recent=(),
     )
 
 
@@ -101,22 +169,29 @@ def build_messages(
 def _system(digest: Digest, instructions: str) -> str:
     better = "higher" if digest.direction.higher_is_better else "lower"
     gates = "; ".join(digest.gates) or "none"
+    rules = "".join(f"- {rule}\n" for rule in digest.rules)
     return (
         f"You are {digest.agent}, one specialist in a team improving a recipe by experiment. "
         f"Your brief: {digest.brief or 'improve the metric'}\n"
+        f"Your role: {digest.preamble}\n"
         f"Each proposal is one trial: a hypothesis and an edit to the parent recipe, run in a "
         f"sandbox and scored by an evaluator you cannot see. Metric: {digest.metric} "
         f"({better} is better). Gates every trial must pass: {gates}.\n"
+        f"The rules of this search:\n{rules}"
         f"You may edit only: {', '.join(digest.surface)}. Never edit: "
         f"{', '.join(digest.protected) or 'nothing else is protected'}. Edits elsewhere are "
-        "rejected as illegal. Do not repeat an edit already tried from this parent; learn from "
-        "the failures shown.\n" + instructions
+        "rejected as illegal. Do not repeat an idea already tried; learn from the failures "
+        f"shown.\nWhat each outcome means: {glossary()}\n" + instructions
     )
+
+
+def glossary() -> str:
+    return "; ".join(f"{label.value}: {meaning}" for label, meaning in LABEL_MEANINGS.items())
 
 
 def _user(digest: Digest, history: int, log_chars: int, file_chars: int) -> str:
     parts = [f"# Task\n{digest.task or '(no description)'}"]
-    note = saturation(digest.own_recent)
+    note = saturation(digest.own_recent, digest.noise_floor)
     if note:
         parts.append(f"# Note\n{note}")
     parts.append("# Parent trial (your edit applies to it)\n" + _note(digest.parent, 0))
@@ -124,46 +199,86 @@ def _user(digest: Digest, history: int, log_chars: int, file_chars: int) -> str:
         parts.append("# Best so far\n" + _note(digest.best, 0))
     if digest.leaderboard:
         rows = [f"- {describe(standing)}" for standing in digest.leaderboard]
-        parts.append("# Leaderboard\n" + "\n".join(rows))
+        parts.append("# Leaderboard (agents)\n" + "\n".join(rows))
+    if digest.kept:
+        rows = [_note(n, 0) for n in digest.kept[:KEPT_SHOWN]]
+        parts.append(_section("# Top kept trials, best first (gain over the baseline)",
+                              rows, SECTION_CHARS["kept"]))  # fmt: skip
     if digest.best_ancestry:
-        lines = [_note(note, 0) for note in digest.best_ancestry[-history:]]
-        parts.append("# How the best was reached (oldest first)\n" + "\n".join(lines))
+        parts.append(
+            _section(
+                "# How the best was reached (from the baseline)",
+                _best_line(digest.best_ancestry),
+                SECTION_CHARS["best line"],
+            )  # fmt: skip
+        )
     sections = (
-        ("# Your recent trials", digest.own_recent, log_chars),
-        ("# Other specialists' keeps (each became the best)", digest.others_keeps, 0),
-        ("# Recent failures (all agents)", digest.recent_failures, log_chars),
-        ("# Already tried from this parent (do not repeat)", digest.tried_from_parent, 0),
+        ("# Recent activity (all agents, newest last)", digest.recent, 0, "recent"),
+        ("# Your recent trials", digest.own_recent, log_chars, "own"),
+        ("# Other specialists' keeps (each became the best)", digest.others_keeps, 0, "others"),
+        ("# Recent failures (all agents)", digest.recent_failures, log_chars, "failures"),
+        ("# Already tried from this parent (do not repeat)", digest.tried_from_parent, 0, "tried"),
     )
-    for title, notes, logs in sections:
+    for title, notes, logs, budget in sections:
         if notes:
-            parts.append(title + "\n" + "\n".join(_note(n, logs) for n in notes[-history:]))
+            rows = [_note(n, logs) for n in notes[-history:]]
+            parts.append(_section(title, rows, SECTION_CHARS[budget], newest_last=True))
     for path, content in digest.files.items():
         shown = content if len(content) <= file_chars else content[:file_chars] + "\n[...cut]"
         parts.append(f"# File {path} (at the parent)\n```\n{shown}\n```")
     return "\n\n".join(parts)
 
 
-def saturation(own_recent: Sequence[TrialNote]) -> str | None:
-    """A nudge when this agent's last trials all failed or barely moved the score."""
+def _section(title: str, rows: Sequence[str], chars: int, newest_last: bool = False) -> str:
+    """A titled section within its own budget, in whole rows: the first ones kept, or with
+    `newest_last` the last ones (the newest, the most useful of a history)."""
+    ordered = list(reversed(rows)) if newest_last else list(rows)
+    kept, used = list[str](), len(title)
+    for row in ordered:
+        if used + len(row) + 1 > chars:
+            break
+        kept.append(row)
+        used += len(row) + 1
+    if len(kept) < len(rows):
+        kept.append(f"[{len(rows) - len(kept)} {'older ' if newest_last else ''}not shown]")
+    return title + "\n" + "\n".join(reversed(kept) if newest_last else kept)
+
+
+def _best_line(ancestry: Sequence[TrialNote]) -> list[str]:
+    """The line from the baseline to the best: its head and its tail when it is long."""
+    steps = [_note(note, 0) for note in ancestry]
+    if len(steps) <= BEST_LINE_HEAD + BEST_LINE_TAIL:
+        return steps
+    skipped = len(steps) - BEST_LINE_HEAD - BEST_LINE_TAIL
+    return [*steps[:BEST_LINE_HEAD], f"  [... {skipped} steps ...]", *steps[-BEST_LINE_TAIL:]]
+
+
+def saturation(own_recent: Sequence[TrialNote], noise_floor: float | None) -> str | None:
+    """A nudge when this agent's last trials all failed or moved the score by no more than
+    the noise floor (the baseline's spread over seeds, else the spread of the search's
+    scores): a threshold in the metric's own scale, not an absolute number."""
     last = list(own_recent)[-SATURATION_TRIALS:]
     if len(last) < SATURATION_TRIALS:
         return None
+    floor = noise_floor or 0.0
     stuck = all(
-        note.label != "ok" or note.delta is None or abs(note.delta) < SATURATION_DELTA
-        for note in last
+        note.label != "ok" or note.delta is None or abs(note.delta) <= floor for note in last
     )
     if not stuck:
         return None
+    moved = f"no more than the noise floor ({floor:.3g})" if floor else "not at all"
     return (
-        f"Your last {SATURATION_TRIALS} trials all failed or moved the score by less than "
-        f"{SATURATION_DELTA:g}: this direction looks saturated. Try a structurally different "
-        "idea, or build on another specialist's win."
+        f"Your last {SATURATION_TRIALS} trials all failed or moved the score {moved}: this "
+        "direction looks saturated. Try a structurally different idea, or build on another "
+        "specialist's keep."
     )
 
 
 def _note(note: TrialNote, log_chars: int) -> str:
     score = "-" if note.score is None else f"{note.score:.6g}"
     delta = "" if note.delta is None else f" (improvement over parent {note.delta:+.4g})"
+    if note.gain is not None:
+        delta += f" (gain over the baseline {note.gain:+.4g})"
     line = (
         f"- trial {note.number} by {note.agent}: {outcome(note.label, note.decision)}, "
         f"score {score}{delta}: {note.hypothesis[:HYPOTHESIS_CHARS]}"

@@ -18,16 +18,21 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+HYPOTHESIS_MAX_CHARS = 2_000  # a trial's hypothesis as a model writes it (it is shown on pages)
+EDIT_MAX_CHARS = 500_000  # one proposal's whole diff
 REPLY_FORMAT = (
     'Reply with one JSON object and nothing else: {"hypothesis": "<one or two sentences: '
     'what you change and why it should improve the metric>", "expected_delta": <number>, '
     '"edits": [{"path": "<file>", "search": "<exact text, copied from the file, that occurs '
     'once>", "replace": "<new text>"}, ...]}. An edit with an empty "search" creates a new '
-    'file. Instead of search/replace you may give {"diff": "<unified diff>"}.'
+    'file. Instead of search/replace you may give {"diff": "<unified diff>"}. The '
+    f"hypothesis is at most {HYPOTHESIS_MAX_CHARS} characters, the whole edit at most "
+    f"{EDIT_MAX_CHARS}."
 )
 NO_NEWLINE = "\\ No newline at end of file\n"
 _FENCE = re.compile(r"```(?:json)?\s*\n(.*?)\n```", re.DOTALL)
@@ -68,7 +73,7 @@ def parse_reply(text: str) -> Draft:
     for candidate in candidates:
         try:
             value = json.loads(candidate)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             continue
         if isinstance(value, dict):
             return _draft(value)
@@ -77,8 +82,9 @@ def parse_reply(text: str) -> Draft:
 
 def _draft(value: dict[str, object]) -> Draft:
     hypothesis = value.get("hypothesis")
-    if not isinstance(hypothesis, str) or not hypothesis.strip():
+    if not isinstance(hypothesis, str):
         raise MalformedEdit('"hypothesis" must be a non-empty string')
+    hypothesis = checked_hypothesis(hypothesis)
     raw_edits = value.get("edits")
     if not isinstance(raw_edits, list) or not raw_edits:
         raise MalformedEdit('"edits" must be a non-empty list')
@@ -95,11 +101,37 @@ def _draft(value: dict[str, object]) -> Draft:
                 f'edits[{index}] needs string "path", "search" and "replace" (or a "diff")'
             )
         edits.append(Replace(path.strip(), search, replace))
-    delta = value.get("expected_delta")
-    expected = (
-        float(delta) if isinstance(delta, int | float) and not isinstance(delta, bool) else None
-    )
-    return Draft(hypothesis.strip(), tuple(edits), expected)
+    return Draft(hypothesis, tuple(edits), finite_delta(value.get("expected_delta")))
+
+
+def checked_hypothesis(text: str) -> str:
+    """A model's hypothesis, stripped; `MalformedEdit` when empty or past the cap."""
+    hypothesis = text.strip()
+    if not hypothesis:
+        raise MalformedEdit("the hypothesis must say what the edit does and why")
+    if len(hypothesis) > HYPOTHESIS_MAX_CHARS:
+        raise MalformedEdit(
+            f"the hypothesis is {len(hypothesis)} characters; at most {HYPOTHESIS_MAX_CHARS}"
+        )
+    return hypothesis
+
+
+def finite_delta(value: object) -> float | None:
+    """A model's expected gain, when it is a finite number; anything else is no estimate."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
+    return number if math.isfinite(number) else None
+
+
+def checked_edit(diff: str) -> str:
+    """`diff`, or `MalformedEdit` when it is past the cap on one proposal's edit."""
+    if len(diff) > EDIT_MAX_CHARS:
+        raise MalformedEdit(f"the edit is {len(diff)} characters; at most {EDIT_MAX_CHARS}")
+    return diff
 
 
 def render_diff(edits: Sequence[Edit], read: Callable[[str], str | None]) -> str:
@@ -130,7 +162,7 @@ def render_diff(edits: Sequence[Edit], read: Callable[[str], str | None]) -> str
     diff = "".join(parts + raw)
     if not diff.strip():
         raise MalformedEdit("the edits change nothing: every replacement equals its search text")
-    return diff
+    return checked_edit(diff)
 
 
 def replace_once(path: str, current: str | None, search: str, replace: str) -> str:

@@ -5,16 +5,21 @@ to show that reading the lineage is worth its tokens. Numeric knobs move by a
 Gaussian step (in log space for `log` knobs) of a fifth of their range and
 are clipped into it; choice knobs switch to another choice. Pure: the parent's
 files come in, a search/replace edit goes out, the RNG is passed in.
+
+A knob is usable when its pattern matches exactly once in its file (twice
+would leave which one moves to chance) and a numeric knob's value reads as a
+number; `locate` is that rule, for each move and for the check at submit.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
+from itertools import islice
 from random import Random
 
 from app.domain.edits import Draft, MalformedEdit, Replace
+from app.domain.regex import Match, compile_linear
 from app.domain.spec import Knob, KnobKind
 
 STEP_FRACTION = 0.2  # standard deviation of a move, as a fraction of the knob's range
@@ -27,10 +32,7 @@ def mutate(knobs: Sequence[Knob], read: Callable[[str], str | None], rng: Random
     content = read(knob.file)
     if content is None:
         raise MalformedEdit(f"knob {knob.name}: file {knob.file!r} does not exist")
-    match = re.search(knob.pattern, content, re.MULTILINE)
-    if match is None:
-        raise MalformedEdit(f"knob {knob.name}: pattern {knob.pattern!r} matches nothing")
-    current = match.group(1)
+    match, current = locate(knob, content)
     new = _new_value(knob, current, rng)
     line_start = content.rfind("\n", 0, match.start()) + 1
     line_end = content.find("\n", match.end())
@@ -40,14 +42,35 @@ def mutate(knobs: Sequence[Knob], read: Callable[[str], str | None], rng: Random
     return Draft(f"control: set {knob.name} from {current} to {new}", (edit,))
 
 
+def locate(knob: Knob, content: str) -> tuple[Match, str]:
+    """The one match of the knob's pattern in `content` and the value it captures.
+
+    Raises `MalformedEdit` saying why there is none.
+    """
+    found = list(islice(compile_linear(knob.pattern, multiline=True).finditer(content), 2))
+    if len(found) != 1:
+        where = "matches nothing" if not found else "matches more than once"
+        raise MalformedEdit(f"knob {knob.name}: pattern {knob.pattern!r} {where} in {knob.file}")
+    current = found[0].group(1)
+    if current is None:
+        raise MalformedEdit(f"knob {knob.name}: the group of {knob.pattern!r} captures nothing")
+    if knob.kind is not KnobKind.CHOICE:
+        _number(knob, current)
+    return found[0], current
+
+
+def _number(knob: Knob, current: str) -> float:
+    try:
+        return float(current)
+    except ValueError as error:
+        raise MalformedEdit(f"knob {knob.name}: {current!r} is not a number") from error
+
+
 def _new_value(knob: Knob, current: str, rng: Random) -> str:
     if knob.kind is KnobKind.CHOICE:
         return rng.choice([choice for choice in knob.choices if choice != current])
     assert knob.low is not None and knob.high is not None  # the spec guarantees a range
-    try:
-        value = float(current)
-    except ValueError as error:
-        raise MalformedEdit(f"knob {knob.name}: {current!r} is not a number") from error
+    value = _number(knob, current)
     for _ in range(MAX_DRAWS):
         text = _format(knob, _step(knob, value, knob.low, knob.high, rng))
         if text != current:

@@ -113,6 +113,9 @@ def _score(evaluation: EvalResult, evaluator: EvaluatorSpec, budget: TrialBudget
         return Verdict(Label.INFRA_ERROR, None, reason)
     if evaluation.error is not None or evaluation.metrics is None:
         return Verdict(Label.EVALUATOR_ERROR, None, evaluation.error or "evaluator gave no metrics")
+    invalid = _invalid(evaluation.metrics)
+    if invalid is not None:
+        return invalid
     score, problem = metric_value(evaluation.metrics, evaluator.metric)
     if score is None:
         return Verdict(Label.EVALUATOR_ERROR, None, problem)
@@ -134,6 +137,23 @@ def _score(evaluation: EvalResult, evaluator: EvaluatorSpec, budget: TrialBudget
     if misses:
         return Verdict(Label.GATE_MISS, score, "; ".join(misses))
     return Verdict(Label.OK, score, f"{evaluator.metric} = {score:g}")
+
+
+def _invalid(metrics: dict[str, object]) -> Verdict | None:
+    """The trial's failure when the evaluator says its output is broken (`"valid": false`).
+
+    That is the trial's fault (a `crash`, with the evaluator's reason), not the
+    evaluator's: an evaluator that cannot score at all is an `evaluator_error`.
+    """
+    if "valid" not in metrics:
+        return None
+    valid, reason = metrics["valid"], metrics.get("reason")
+    if not isinstance(valid, bool):
+        return Verdict(Label.EVALUATOR_ERROR, None, f"'valid' is {valid!r}, not true or false")
+    if valid:
+        return None
+    said = str(reason)[:REASON_LINE_CHARS] if reason else "no reason given"
+    return Verdict(Label.CRASH, None, f"the evaluator found the trial's output invalid: {said}")
 
 
 def gate_passes(gate: Gate, value: float) -> bool:

@@ -21,6 +21,23 @@ from app.domain.states import UNFINISHED, Label, TrialStatus
 
 BASELINE_AGENT = "baseline"  # how trial 0, which no agent proposed, is named everywhere
 
+# What each label means, in the words agents (and pages) are told; one per `Label`.
+LABEL_MEANINGS: dict[Label, str] = {
+    Label.OK: "it ran and was scored (kept only if it also became the best)",
+    Label.PATCH_REJECTED: "the edit could not be applied or parsed",
+    Label.ILLEGAL_EDIT: "the edit touched a file outside the surface or a protected path",
+    Label.DUPLICATE: "this exact recipe was already tried; it did not run",
+    Label.NO_SUBMISSION: "the session ended without submitting an edit",
+    Label.PREFLIGHT_CRASH: "the cheap preflight failed, so the full run never started",
+    Label.CRASH: "the run exited with an error (or the evaluator found its output invalid)",
+    Label.BUDGET_OVERRUN: "the run passed its wall-clock or step budget and was stopped",
+    Label.OOM: "the run ran out of memory",
+    Label.SIZE_FAILURE: "the artifact was larger than the size cap",
+    Label.GATE_MISS: "it was scored but missed a gate (the score is still shown)",
+    Label.EVALUATOR_ERROR: "the evaluator could not score it",
+    Label.INFRA_ERROR: "our infrastructure failed; not the idea's fault (never shown to you)",
+}
+
 
 @dataclass(frozen=True)
 class Tally:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -36,6 +36,7 @@ DEV_NULL = "/dev/null"
 # Git modes an edit may leave a file with; the others get a named refusal.
 _REGULAR_MODES = frozenset({"100644", "100755"})
 _FORBIDDEN_MODES = {"120000": "a symlink", "160000": "a submodule (gitlink)"}
+_MAX_LINK_HOPS = 40  # links followed in one lookup, as Linux allows; more is a loop
 
 _HUNK_HEADER = re.compile(r"@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
 _BINARY_FILES = re.compile(r"Binary files (.+) and (.+) differ")
@@ -189,6 +190,48 @@ def _violations(
         yield f"{change.path!r} has unsupported mode {mode}"
     if change.is_binary:
         yield f"{change.path!r} is a binary change; only text edits are allowed"
+
+
+def symlink_problems(links: Mapping[str, str]) -> list[str]:
+    """Why the recipe's symlinks (path -> target) may not be imported, one line each.
+
+    A link that resolves outside the recipe (an absolute target, or `..`
+    segments that climb above the root, through other links too) would hand
+    a trial a host path, and the sandbox's export refuses it at every run; so
+    it is refused at import, by name. A link that loops is refused too.
+    """
+    problems = []
+    for path, target in sorted(links.items()):
+        if _resolve(path.split("/")[:-1], target, links, hops=0) is None:
+            problems.append(
+                f"{path!r} is a symlink to {target!r}, which leads outside the recipe (or loops)"
+            )
+    return problems
+
+
+def _resolve(
+    start: list[str], target: str, links: Mapping[str, str], hops: int
+) -> list[str] | None:
+    """The segments `target` leads to from the directory `start`; None when it leaves the root."""
+    if target.startswith("/") or hops > _MAX_LINK_HOPS:
+        return None
+    where = list(start)
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not where:
+                return None
+            where.pop()
+            continue
+        where.append(part)
+        inner = links.get("/".join(where))
+        if inner is not None:
+            followed = _resolve(where[:-1], inner, links, hops + 1)
+            if followed is None:
+                return None
+            where = followed
+    return where
 
 
 def _path_problem(path: str) -> str | None:

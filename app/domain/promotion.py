@@ -13,14 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.domain.noise import beats
+from app.domain.noise import beats, mean
 from app.domain.spec import NoiseSpec
 from app.domain.states import Direction
 
 
-def nominated(first: float, best_runs: Sequence[float], direction: Direction) -> bool:
-    """Whether a candidate's first run earns it confirmation seeds: it beats the best's mean."""
-    return bool(best_runs) and beats([first], best_runs, noise_sd=0.0, direction=direction)
+def nominated(
+    first: float, best_runs: Sequence[float], direction: Direction, *, margin: float = 0.0
+) -> bool:
+    """Whether a candidate's first run earns it confirmation seeds: it beats the best's
+    mean by more than `margin` (in the metric's units), so confirmation budget goes to
+    real candidates and not to every lucky draw."""
+    return bool(best_runs) and direction.gain(first, mean(best_runs)) > margin
 
 
 def keeps(

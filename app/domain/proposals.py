@@ -19,6 +19,8 @@ from app.domain.spec import AgentSpec, SearchSpec
 from app.domain.states import Label
 from app.domain.workbench import TrialRef
 
+REASON_MAX_CHARS = 2_000  # of a failure's reason, which may quote what the model wrote
+
 
 @dataclass(frozen=True)
 class ProposalJob:
@@ -61,7 +63,10 @@ class Proposal:
 
 
 class ProposalFailed(Exception):
-    """The agent produced no usable edit; `label` says which kind of failure."""
+    """The agent produced no usable edit; `label` says which kind of failure.
+
+    The reason is capped: it becomes the trial's label reason, shown on pages.
+    """
 
     def __init__(
         self,
@@ -70,6 +75,7 @@ class ProposalFailed(Exception):
         usage: Usage = Usage(),
         transcript: Transcript | None = None,
     ) -> None:
+        reason = reason[:REASON_MAX_CHARS]
         super().__init__(reason)
         self.label, self.reason, self.usage = label, reason, usage
         self.transcript = transcript

@@ -44,6 +44,7 @@ class SearchState:
     stagnation_s: float | None = None
     agent_weights: Mapping[str, float] = field(default_factory=dict)  # roster order
     agent_counts: Mapping[str, int] = field(default_factory=dict)  # proposed so far, per agent
+    baseline_reason: str = ""  # why a failed baseline failed (its seed named, with seeds)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ def plan(state: SearchState) -> Plan:
     if state.status != SearchStatus.RUNNING:
         return Plan()
     if state.baseline_label not in (None, Label.OK):
-        return Plan(cancel_ready=True, halt=f"the baseline failed ({state.baseline_label})")
+        why = f": {state.baseline_reason}" if state.baseline_reason else ""
+        return Plan(cancel_ready=True, halt=f"the baseline failed ({state.baseline_label}){why}")
     spent = budget_spent(state)
     hard_stop = spent is not None and spent != "max_trials reached"
     in_flight = state.proposing + state.queued + state.running

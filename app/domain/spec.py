@@ -4,18 +4,26 @@ Everything the loop later relies on (a parseable gate, a knob regex with one
 group, agent names that are unique, surfaces that cannot reach outside the
 repo) is checked here, so a bad spec is a 422 naming its field rather than a
 trial failing hours later. `extra="forbid"` everywhere: a typo is an error,
-not a silently ignored setting.
+not a silently ignored setting. Every number is finite and every duration,
+size, count and cost has a ceiling (a runner handed 1e308 seconds crashes);
+every string is bounded and free of control characters (Postgres refuses
+NUL in text and JSON, and a page would carry whatever we store). What can
+only be checked against the recipe or the server's settings is checked by
+the import service (`app.domain.admission`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ByteSize,
@@ -29,6 +37,7 @@ from pydantic import (
 )
 
 from app.domain.noise import NoiseRule
+from app.domain.regex import compile_linear
 from app.domain.selection import ParentSelection
 from app.domain.states import Direction
 from app.errors import InvalidSpec
@@ -36,6 +45,19 @@ from app.errors import InvalidSpec
 DEFAULT_IMAGE = "trialforge/sandbox:latest"
 TRIALS_QUEUE = "trials"  # the trial queue every trial host shares unless told otherwise
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+ENV_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,63}$"
+SPEC_MAX_BYTES = 1_000_000  # a whole spec, as JSON
+TEXT_MAX_CHARS = 10_000  # any one string in a spec (a description, a brief, a command)
+NAME_MAX_CHARS = 100  # a search's name: one line in lists and pages
+LIST_MAX_ITEMS = 100  # any one list in a spec (agents, paths, gates, knobs, choices)
+MAX_DURATION_S = 366 * 86_400.0  # a year: any longer budget or deadline is a typo
+MAX_BYTES = 4 * 1024**4  # 4 TiB: a memory or artifact cap above this is a typo
+MAX_COUNT = 1_000_000  # trials, stagnation trials
+MAX_USD = 1_000_000.0  # a cost budget
+MAX_USD_PER_MTOK = 10_000.0  # a model's price
+# C0 controls (but tab, newline, carriage return), DEL and C1: never in a spec's text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_BREAK = re.compile(r"[\t\n\r]")
 _DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _GATE_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
@@ -52,7 +74,8 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=MAX_DURATION_S)]
+Bytes = Annotated[ByteSize, Field(le=MAX_BYTES)]
 
 
 def is_url(source: str) -> bool:
@@ -70,8 +93,42 @@ def _check_repo_glob(pattern: str) -> str:
 RepoGlob = Annotated[str, BeforeValidator(_check_repo_glob)]
 
 
+def _one_line(text: str) -> str:
+    if _BREAK.search(text):
+        raise ValueError("must be one line (no tab, newline or carriage return)")
+    return text
+
+
+SearchName = Annotated[
+    str, Field(min_length=1, max_length=NAME_MAX_CHARS), AfterValidator(_one_line)
+]
+
+
+def _check_text(field: str, value: Any) -> Any:
+    """Bound every string and list of a spec and refuse control characters in its text."""
+    if isinstance(value, list) and len(value) > LIST_MAX_ITEMS:
+        raise ValueError(f"{field} has {len(value)} entries; at most {LIST_MAX_ITEMS}")
+    texts = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    for index, text in enumerate(item for item in texts if isinstance(item, str)):
+        where = field if isinstance(value, str) else f"{field}[{index}]"
+        if len(text) > TEXT_MAX_CHARS:
+            raise ValueError(f"{where} is {len(text)} characters; at most {TEXT_MAX_CHARS}")
+        if found := _CONTROL.search(text):
+            raise ValueError(
+                f"{where} holds a control character (U+{ord(found.group()):04X} at "
+                f"{found.start()}); remove it"
+            )
+    return value
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every float of a spec is finite: JSON's Infinity and NaN are refused at the door.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded_text(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_text(info.field_name or "value", value)
 
 
 class Gate(StrictModel):
@@ -113,7 +170,14 @@ class EvaluatorSpec(StrictModel):
         default_factory=list, description="Recipe paths (globs) no agent may edit."
     )
     wallclock_s: Duration = Field(default=300.0, description="The evaluator's own time limit.")
-    memory: ByteSize = Field(default=ByteSize(2 * 1024**3), gt=16 * 1024**2)
+    memory: Bytes = Field(default=ByteSize(2 * 1024**3), gt=16 * 1024**2)
+    image: str | None = Field(
+        default=None,
+        description="The evaluator's own image (e.g. with torch); default: the trial's.",
+    )
+    cpus: float | None = Field(
+        default=None, gt=0, le=1024, description="The evaluator's CPUs; default: the trial's."
+    )
 
 
 class Preflight(StrictModel):
@@ -138,11 +202,18 @@ class NoiseSpec(StrictModel):
         default=5, ge=1, le=100, description="Fresh seeds that decide a nominated candidate."
     )
     rule: NoiseRule = NoiseRule.SPREAD
-    k: float = Field(default=2.5, gt=0, description="spread rule: standard errors to clear.")
+    k: float = Field(default=2.5, gt=0, le=100, description="spread rule: standard errors.")
     alpha: float = Field(default=0.02, gt=0, lt=0.5, description="welch rule: test level.")
     gates_on_mean: bool = Field(
         default=False,
         description="Check the evaluator's gates on the mean over seeds, not on each run.",
+    )
+    nominate_k: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="Confirm a candidate only when its first run beats the best's mean by "
+        "this many noise floors (the baseline's spread); 0 confirms any gain.",
     )
 
 
@@ -158,12 +229,12 @@ class TrialBudget(StrictModel):
     measure, in its metric `unit_metric`, which must not exceed `limit`."""
 
     wallclock_s: Duration = 600.0
-    memory: ByteSize = Field(default=ByteSize(2 * 1024**3), gt=16 * 1024**2)
-    cpus: float = Field(default=1.0, gt=0)
-    gpus: int = Field(default=0, ge=0)
-    artifact_max_bytes: ByteSize | None = Field(default=None, gt=0)
+    memory: Bytes = Field(default=ByteSize(2 * 1024**3), gt=16 * 1024**2)
+    cpus: float = Field(default=1.0, gt=0, le=1024)
+    gpus: int = Field(default=0, ge=0, le=64)
+    artifact_max_bytes: Bytes | None = Field(default=None, gt=0)
     unit: BudgetUnit = BudgetUnit.WALLCLOCK
-    limit: float | None = Field(default=None, gt=0, description="For steps or tokens.")
+    limit: float | None = Field(default=None, gt=0, le=1e18, description="For steps or tokens.")
     unit_metric: str | None = Field(
         default=None, description="The evaluator metric that reports the steps or tokens used."
     )
@@ -185,12 +256,15 @@ class TrialBudget(StrictModel):
 
 
 class SearchBudget(StrictModel):
-    max_trials: int = Field(default=100, ge=1)
-    max_concurrent: int = Field(default=2, ge=1)
-    max_cost_usd: float | None = Field(default=None, ge=0)
+    max_trials: int = Field(default=100, ge=1, le=MAX_COUNT)
+    max_concurrent: int = Field(default=2, ge=1, le=1000)
+    max_cost_usd: float | None = Field(default=None, ge=0, le=MAX_USD)
     deadline: Duration | None = Field(default=None, description="Seconds from the search's start.")
     stagnation_trials: int | None = Field(
-        default=None, ge=1, description="Stop after this many finished trials without a new best."
+        default=None,
+        ge=1,
+        le=MAX_COUNT,
+        description="Stop after this many finished trials without a new best.",
     )
     stagnation_s: Duration | None = Field(
         default=None, description="Stop after this long without a new best."
@@ -240,9 +314,9 @@ class Knob(StrictModel):
     @classmethod
     def _one_group(cls, pattern: str) -> str:
         try:
-            compiled = re.compile(pattern, re.MULTILINE)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from exc
+            compiled = compile_linear(pattern, multiline=True)
+        except ValueError as exc:
+            raise ValueError(f"not a regular expression RE2 accepts: {exc}") from exc
         if compiled.groups != 1:
             raise ValueError("must capture exactly one group: the knob's value")
         return pattern
@@ -260,10 +334,46 @@ class Knob(StrictModel):
 
 
 class Surface(StrictModel):
-    """The part of the recipe an agent owns, and the brief that says what it is for."""
+    """The part of the recipe an agent owns, and the brief that says what it is for.
 
-    paths: list[RepoGlob] = Field(min_length=1)
+    Each glob of `paths` must match a file of the recipe when the search is
+    created (a typo there would make every trial an `illegal_edit`); files the
+    agent is meant to create go under `new_files`, which may match nothing yet.
+    """
+
+    paths: list[RepoGlob] = Field(min_length=1, description="Globs of recipe files it edits.")
+    new_files: list[RepoGlob] = Field(
+        default_factory=list, description="Globs of files it may create; may match nothing yet."
+    )
     brief: str = ""
+    preamble: str = Field(
+        default="",
+        description="The role's standing instructions (scope, what is off limits, edit radius); "
+        "default: structural, mechanism-level edits rather than one-number tweaks.",
+    )
+
+    @property
+    def editable(self) -> list[str]:
+        """Every glob the agent may write to: its files and the new files it may create."""
+        return [*self.paths, *self.new_files]
+
+
+def _endpoint_url(url: str | None) -> str | None:
+    """An http(s) URL with a host and no secret in it: keys are named by `api_key_env`."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parsing the port is the check)
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s) URL with a host, e.g. http://host:8000/v1")
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise ValueError(
+            "must hold no credentials, query or fragment: name the key's variable in api_key_env"
+        )
+    return url
 
 
 class AgentSpec(StrictModel):
@@ -271,22 +381,34 @@ class AgentSpec(StrictModel):
     kind: AgentKind
     surface: Surface
     model: str | None = Field(default=None, validate_default=True)
-    base_url: str | None = Field(
-        default=None, description="OpenAI-compatible endpoint; default: TRIALFORGE_LLM_BASE_URL."
+    base_url: Annotated[str | None, AfterValidator(_endpoint_url)] = Field(
+        default=None,
+        description="OpenAI-compatible endpoint; default: TRIALFORGE_LLM_BASE_URL. Another "
+        "must be on the server's TRIALFORGE_LLM_ALLOWED_BASE_URLS.",
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=ENV_NAME_PATTERN,
+        description="The server's environment variable holding this agent's key (one of "
+        "TRIALFORGE_LLM_KEY_ENVS); a key itself never goes in a spec.",
     )
     temperature: float = Field(default=0.7, ge=0, le=2)
-    max_output_tokens: int = Field(default=4096, ge=64, description="Per model call.")
-    price_in_usd_per_mtok: float = Field(default=0.0, ge=0, description="For the cost budget.")
-    price_out_usd_per_mtok: float = Field(default=0.0, ge=0)
+    max_output_tokens: int = Field(default=4096, ge=64, le=1_000_000, description="Per call.")
+    price_in_usd_per_mtok: float = Field(
+        default=0.0, ge=0, le=MAX_USD_PER_MTOK, description="For the cost budget."
+    )
+    price_out_usd_per_mtok: float = Field(default=0.0, ge=0, le=MAX_USD_PER_MTOK)
     mode: LLMMode = Field(
         default=LLMMode.SESSION,
         description="session: a tool-using session per proposal; single: one prompt, one reply "
         "(for models without tool calling).",
     )
-    max_turns: int = Field(default=30, ge=1, description="Model calls per session.")
-    max_session_tokens: int = Field(default=400_000, ge=1000, description="Per session, in+out.")
+    max_turns: int = Field(default=30, ge=1, le=1000, description="Model calls per session.")
+    max_session_tokens: int = Field(
+        default=400_000, ge=1000, le=1_000_000_000, description="Per session, in+out."
+    )
     session_wallclock_s: Duration = Field(default=900.0, description="Per session.")
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0, le=1000)
     knobs: list[Knob] = Field(default_factory=list, validate_default=True)
 
     @field_validator("model")
@@ -308,7 +430,7 @@ class AgentSpec(StrictModel):
 
 
 class SearchSpec(StrictModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: SearchName
     description: str = ""
     repo: str = Field(min_length=1, description="Git URL or local path of the starting recipe.")
     ref: str | None = Field(default=None, description="Branch, tag or sha; default: HEAD.")
@@ -328,6 +450,19 @@ class SearchSpec(StrictModel):
         default=Feedback.FULL,
         description="What agents see of the lineage: full, or best_only (a control study).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        """A whole spec is small: refuse a huge one before validating its parts."""
+        if isinstance(data, dict):
+            try:
+                size = len(json.dumps(data, default=str))
+            except RecursionError as exc:
+                raise ValueError("the spec nests deeper than any spec field does") from exc
+            if size > SPEC_MAX_BYTES:
+                raise ValueError(f"the spec is {size} bytes as JSON; at most {SPEC_MAX_BYTES}")
+        return data
 
     @field_validator("agents")
     @classmethod

@@ -30,7 +30,11 @@ class SearchAction(StrEnum):
 # action -> (statuses it may start from, status it leads to). Anything else is a conflict.
 SEARCH_TRANSITIONS: dict[SearchAction, tuple[frozenset[SearchStatus], SearchStatus]] = {
     SearchAction.PAUSE: (frozenset({SearchStatus.RUNNING}), SearchStatus.PAUSED),
-    SearchAction.RESUME: (frozenset({SearchStatus.PAUSED}), SearchStatus.RUNNING),
+    # A finished search resumes too: after its budgets were raised, or its baseline retried.
+    SearchAction.RESUME: (
+        frozenset({SearchStatus.PAUSED, SearchStatus.FINISHED}),
+        SearchStatus.RUNNING,
+    ),
     SearchAction.CANCEL: (
         frozenset({SearchStatus.RUNNING, SearchStatus.PAUSED}),
         SearchStatus.CANCELLED,

@@ -8,27 +8,51 @@ Nothing here writes to the store or the lineage; `submit` only produces the
 diff that the proposal service then commits like any other.
 
 Every tool's output is capped (`OUTPUT_CHARS`) so one call cannot flood the
-model's context.
+model's context. A tool call the model botched (arguments that are not JSON,
+nest too deep or have the wrong types) is answered with the reason, never
+raised. `grep` runs the model's pattern in RE2 (`app.domain.regex`), linear in
+the text, and stops when the session's time is up (`out_of_time`, the
+session's clock: nothing here reads one). The hypothesis and the edit a
+model submits are capped as in single-shot replies (`app.domain.edits`).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from app.domain.edits import MalformedEdit, file_diff, replace_once
+from app.domain.edits import (
+    HYPOTHESIS_MAX_CHARS,
+    MalformedEdit,
+    checked_edit,
+    checked_hypothesis,
+    file_diff,
+    finite_delta,
+    replace_once,
+)
 from app.domain.leaderboard import Standing, describe, outcome
 from app.domain.legality import FileChange, check_paths, glob_match
+from app.domain.regex import compile_linear
 from app.domain.states import KEPT
 from app.errors import EditRejected, NotFound
 
 OUTPUT_CHARS = 8000  # per tool call
 READ_LINES = 400  # per read_file call
 GREP_MATCHES = 100
+GREP_CLOCK_LINES = 10_000  # lines grep reads between looks at the session's clock
 LINEAGE_PAGE = 10
+# Python types of the JSON types in the tools' schemas (bool is refused apart: it is an int).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+}
+
+
+def _never() -> bool:
+    return False
 
 
 class Repo(Protocol):
@@ -75,18 +99,22 @@ class Workbench:
     leaderboard: Sequence[Standing] = ()  # the digest's: the prompt and the tools agree
     scratch: dict[str, str] = field(default_factory=dict)  # path -> new content
     submission: Submission | None = None
+    out_of_time: Callable[[], bool] = _never  # the session's deadline, asked by long tools
 
     def call(self, name: str, arguments: str) -> str:
         """Run one tool call; a bad call is answered with its error, never raised."""
         tool = self._tools().get(name)
         if tool is None:
-            return f"error: no tool {name!r}; the tools are {', '.join(self._tools())}"
+            return f"error: no tool {name[:100]!r}; the tools are {', '.join(self._tools())}"
         try:
             args = json.loads(arguments or "{}")
             if not isinstance(args, dict):
                 raise ValueError("arguments must be a JSON object")
+            _check_types(_PARAMETERS[name], args)
             output = tool(**args)
-        except (TypeError, ValueError) as error:
+        except RecursionError:
+            return f"error: bad arguments for {name}: JSON nested too deep"
+        except (TypeError, ValueError, OverflowError) as error:
             return f"error: bad arguments for {name}: {error}"
         except NotFound as error:
             return f"error: {error.message}"
@@ -133,14 +161,17 @@ class Workbench:
 
     def grep(self, pattern: str, path_glob: str = "**") -> str:
         try:
-            regex = re.compile(pattern)
-        except re.error as error:
-            return f"error: not a regular expression: {error}"
-        matches = []
+            regex = compile_linear(pattern)
+        except ValueError as error:
+            return f"error: not a regular expression RE2 accepts: {error}"
+        matches: list[str] = []
         for path in self._files():
             if not glob_match(path_glob, path):
                 continue
             for number, line in enumerate(self._content(path).splitlines(), start=1):
+                if number % GREP_CLOCK_LINES == 1 and self.out_of_time():
+                    shown = "\n".join(matches)
+                    return f"{shown}\n[the session's time ran out during grep: submit now]"
                 if regex.search(line):
                     matches.append(f"{path}:{number}: {line}")
                     if len(matches) >= GREP_MATCHES:
@@ -216,14 +247,18 @@ class Workbench:
         return ("problems:\n" + "\n".join(problems)) if problems else f"ok: {edited} compile"
 
     def submit(self, hypothesis: str, expected_delta: float | None = None) -> str:
-        if not hypothesis.strip():
-            return "refused: the hypothesis must say what the edit does and why"
         diff = "".join(
             file_diff(path, self._original(path), content)
             for path, content in sorted(self.scratch.items())
             if content != self._original(path)
         )
-        self.submission = Submission(hypothesis.strip(), diff, self.base.number, expected_delta)
+        try:
+            checked = checked_hypothesis(hypothesis)
+            checked_edit(diff)
+        except MalformedEdit as refusal:
+            return f"refused: {refusal}. Nothing was submitted."
+        expected = finite_delta(expected_delta)
+        self.submission = Submission(checked, diff, self.base.number, expected)
         return "submitted" if diff else "submitted an empty edit"
 
     def _original(self, path: str) -> str | None:
@@ -241,6 +276,19 @@ class Workbench:
         if ref is None:
             raise NotFound(f"no trial {number} in this search's visible lineage")
         return ref
+
+
+def _check_types(parameters: Mapping[str, Any], args: Mapping[str, Any]) -> None:
+    """Raise TypeError naming the first argument whose JSON type is not its schema's
+    (null passes for an optional one: the tool then fails on it or takes its default)."""
+    properties, required = parameters.get("properties", {}), parameters.get("required", [])
+    for key, value in args.items():
+        wanted = properties.get(key, {}).get("type")
+        allowed = _JSON_TYPES.get(wanted)
+        if allowed is None or (value is None and key not in required):
+            continue
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            raise TypeError(f"{key} must be a JSON {wanted}, not {type(value).__name__}")
 
 
 def _line(ref: TrialRef) -> str:
@@ -287,6 +335,10 @@ TOOLS: list[dict[str, Any]] = [
     _function("rebase", "Start over from another kept trial (drops your edits).",
               {"number": _INT}, ["number"]),
     _function("check", "Check your edited files (Python files must compile).", {}, []),
-    _function("submit", "Submit your edit as this trial; ends the session.",
+    _function("submit", "Submit your edit as this trial; ends the session. The hypothesis "
+              f"is at most {HYPOTHESIS_MAX_CHARS} characters.",
               {"hypothesis": _STR, "expected_delta": {"type": "number"}}, ["hypothesis"]),
 ]  # fmt: skip
+_PARAMETERS: dict[str, dict[str, Any]] = {
+    tool["function"]["name"]: tool["function"]["parameters"] for tool in TOOLS
+}

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from app.agents import AGENTS
 from app.config import Settings
 from app.db import session_scope
-from app.domain.digest import Digest, best_only
+from app.domain.digest import DEFAULT_PREAMBLE, Digest, best_only, search_rules
 from app.domain.leaderboard import standings, visible_to_agents
 from app.domain.legality import glob_match
 from app.domain.proposals import Proposal, ProposalFailed, ProposalJob
@@ -28,14 +28,18 @@ from app.domain.spec import AgentKind, Feedback, LLMMode
 from app.domain.states import KEPT, Label, TrialStatus
 from app.errors import EditRejected
 from app.gitstore import GitStore
+from app.services.hosts import leased, worker_name
 from app.store import events
 from app.store.clock import db_now
-from app.store.lineage import Notes, workbench_view
+from app.store.lineage import Notes, noise_floor, workbench_view
 from app.store.models import Search, Trial
 from app.store.rollup import tallies
+from app.store.transitions import claim_proposal
 from app.store.trials import ancestry
 
 logger = logging.getLogger(__name__)
+
+REASON_CHARS = 2000  # of an unexpected failure's message kept as the trial's reason
 
 SURFACE_FILE_MAX_BYTES = 200_000  # larger surface files are listed, not shown
 
@@ -43,20 +47,30 @@ SURFACE_FILE_MAX_BYTES = 200_000  # larger surface files are listed, not shown
 def propose(settings: Settings, trial_id: int) -> int | None:
     """Have the trial's agent propose and record the outcome; the search to tick, or None.
 
-    None when the trial no longer awaits a proposal (cancelled, or a second delivery).
+    The proposal is claimed and leased like a run, so a second delivery does
+    nothing and a worker that dies mid-session is noticed (the reaper labels
+    the trial). Whatever goes wrong on our side (a bug, a git error) ends as
+    the trial's `infra_error` with the reason, never as a silently acked message.
     """
-    with session_scope(settings.resolved_database_url) as session:
-        job = load_job(session, trial_id)
+    url, worker = settings.resolved_database_url, worker_name()
+    with session_scope(url) as session:
+        claimed = claim_proposal(session, trial_id, worker)
+        job = load_job(session, trial_id) if claimed else None
     if job is None:
         logger.info("proposal.skipped trial_id=%s (no longer awaiting a proposal)", trial_id)
         return None
     outcome: Proposal | ProposalFailed
-    try:
-        outcome = AGENTS[job.agent.kind](settings).propose(job, GitStore(job.repo_path))
-    except ProposalFailed as failed:
-        outcome = failed
-    with session_scope(settings.resolved_database_url) as session:
-        record_proposal(session, trial_id, outcome)
+    with leased(settings, trial_id, worker, on_lost=lambda: None):
+        try:
+            outcome = AGENTS[job.agent.kind](settings).propose(job, GitStore(job.repo_path))
+        except ProposalFailed as failed:
+            outcome = failed
+        except Exception as error:  # any failure of ours ends as the trial's infra_error
+            logger.exception("proposal.agent_failed trial_id=%s", trial_id)
+            reason = f"the {job.agent.kind} agent failed: {type(error).__name__}: {error}"
+            outcome = ProposalFailed(Label.INFRA_ERROR, reason[:REASON_CHARS])
+    with session_scope(url) as session:
+        record_proposal(session, trial_id, outcome, worker=worker)
     return job.search_id
 
 
@@ -74,6 +88,9 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
     store = GitStore(Path(search.repo_path))
     notes = Notes(session, search.id)
     best = session.get(Trial, search.best_trial_id) if search.best_trial_id else None
+    baseline_score = session.scalar(
+        select(Trial.score).where(Trial.search_id == search.id, Trial.number == 0)
+    )
     board = tuple(
         standings(
             visible_to_agents(tallies(session, search)), [(a.name, a.kind) for a in spec.agents]
@@ -86,10 +103,10 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
         gates=[str(gate) for gate in spec.evaluator.gates],
         agent=agent.name,
         brief=agent.surface.brief,
-        surface=agent.surface.paths,
+        surface=agent.surface.editable,
         protected=spec.evaluator.protected,
         parent=notes.one(parent),
-        files=_surface_files(store, parent.commit_sha, agent.surface.paths),
+        files=_surface_files(store, parent.commit_sha, agent.surface.editable),
         best=notes.one(best) if best is not None else None,
         best_ancestry=notes.many(ancestry(session, best.id)[1:]) if best is not None else (),
         own_recent=notes.query(
@@ -99,8 +116,16 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
         recent_failures=notes.query(
             Trial.label.not_in([Label.OK, Label.INFRA_ERROR]), Trial.label.is_not(None)
         ),
-        tried_from_parent=notes.query(Trial.parent_id == parent.id, Trial.id != trial.id),
+        # In-flight trials have no outcome yet: only what was tried and measured is shown.
+        tried_from_parent=notes.query(
+            Trial.parent_id == parent.id, Trial.id != trial.id, Trial.label.is_not(None)
+        ),
         leaderboard=board,
+        kept=notes.kept(spec.evaluator.direction, baseline_score),
+        recent=notes.query(Trial.status == TrialStatus.FINISHED),
+        rules=search_rules(spec, search.noise_sd),
+        preamble=agent.surface.preamble or DEFAULT_PREAMBLE,
+        noise_floor=noise_floor(session, search),
     )
     limited = spec.feedback == Feedback.BEST_ONLY
     refs, best_line = (
@@ -126,15 +151,22 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
     )
 
 
-def record_proposal(session: Session, trial_id: int, outcome: Proposal | ProposalFailed) -> None:
+def record_proposal(
+    session: Session,
+    trial_id: int,
+    outcome: Proposal | ProposalFailed,
+    *,
+    worker: str | None = None,
+) -> None:
+    """Store what became of a proposal; `worker`: the lease holder, when it was claimed."""
     trial = session.get(Trial, trial_id)
     assert trial is not None
     trial.transcript = outcome.transcript
     trial.tokens_in += outcome.usage.tokens_in
     trial.tokens_out += outcome.usage.tokens_out
     trial.cost_usd += outcome.usage.cost_usd
-    if trial.status != TrialStatus.PROPOSED:
-        session.flush()  # cancelled meanwhile: keep the cost, drop the edit
+    if trial.status != TrialStatus.PROPOSED or (worker is not None and trial.worker != worker):
+        session.flush()  # cancelled or reaped meanwhile: keep the cost, drop the edit
         return
     search = session.get(Search, trial.search_id)
     parent = session.get(Trial, trial.parent_id) if trial.parent_id else None
@@ -170,7 +202,7 @@ def record_proposal(session: Session, trial_id: int, outcome: Proposal | Proposa
             message=f"trial {trial.number}: {outcome.hypothesis}"[:2000],
             ref=f"refs/trials/{trial.id}",
             protected=spec.evaluator.protected,
-            surface=agent.surface.paths,
+            surface=agent.surface.editable,
         )
     except EditRejected as rejection:
         trial.diff = outcome.diff
@@ -190,7 +222,7 @@ def record_proposal(session: Session, trial_id: int, outcome: Proposal | Proposa
         reason = f"this exact recipe was already tried as trial {twin}"
         _reject(session, trial, Label.DUPLICATE, reason, actor)
         return
-    trial.status = TrialStatus.READY
+    trial.status, trial.worker = TrialStatus.READY, None  # the proposal's lease ends here
     events.record(
         session,
         search_id=trial.search_id,

@@ -30,10 +30,10 @@ from app.domain.states import Label
 from app.errors import EditRejected
 from app.fingerprint import directory_digest
 from app.gitstore import GitStore
-from app.services.hosts import leased
+from app.services.hosts import leased, scratch_prefix
 from app.store import transitions
 from app.store.models import Search, Trial
-from app.store.promotion import best_runs
+from app.store.promotion import best_runs, best_seeds
 from sandbox import EvalRequest, Limits, Runner, RunRequest, RunResult
 
 logger = logging.getLogger(__name__)
@@ -53,12 +53,13 @@ def trial_limits(spec: SearchSpec, gpu_ids: tuple[str, ...] = ()) -> Limits:
 
 
 def evaluator_limits(spec: SearchSpec, gpu_ids: tuple[str, ...] = ()) -> Limits:
-    """The evaluator's own budget; it shares the trial's GPU slot (scoring may need it)."""
+    """The evaluator's own budget (CPUs default to the trial's); it shares the trial's GPU
+    slot (scoring may need it)."""
     evaluator = spec.evaluator
     return Limits(
         wallclock_s=evaluator.wallclock_s,
         memory_bytes=int(evaluator.memory),
-        cpus=spec.budgets.trial.cpus,
+        cpus=evaluator.cpus or spec.budgets.trial.cpus,
         gpu_ids=gpu_ids,
     )
 
@@ -74,6 +75,7 @@ def execute(
     gpu_ids: tuple[str, ...] = (),
     evaluator_digest: str | None = None,
     seed: int | None = None,
+    owner: str = "",
 ) -> Execution:
     """Run `commit` of `store` as trial `trial_id` under `spec`; never raises for the trial.
 
@@ -90,7 +92,7 @@ def execute(
     except EditRejected as rejection:
         return Execution(Verdict(Label(rejection.label), None, rejection.reason))
     scratch_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch_dir, prefix=f"trial-{trial_id}-") as work:
+    with tempfile.TemporaryDirectory(dir=scratch_dir, prefix=scratch_prefix(trial_id)) as work:
         recipe, output = Path(work, "recipe"), Path(work, "output")
         try:
             store.export(commit, recipe)
@@ -110,48 +112,56 @@ def execute(
                     output_dir=into,
                     limits=limits,
                     env=env,
+                    owner=owner,
                 )
             )
 
+        preflight_s = 0.0
         if spec.preflight is not None:
             budget = spec.budgets.trial.model_copy(
                 update={"wallclock_s": spec.preflight.wallclock_s}
             )
             limits = replace(trial_limits(spec, gpu_ids), wallclock_s=spec.preflight.wallclock_s)
             checked = run_command(spec.preflight.command, limits, Path(work, "preflight"))
+            preflight_s = checked.wallclock_s
             verdict = preflight_verdict(checked, budget)
             if verdict is not None:
-                return Execution(verdict, checked)
+                return Execution(verdict, checked, train_s=preflight_s)
         run = run_command(spec.run, trial_limits(spec, gpu_ids), output)
+        train_s = preflight_s + run.wallclock_s
         verdict = run_verdict(run, spec.budgets.trial)
         if verdict is not None:
-            return Execution(verdict, run)
+            return Execution(verdict, run, train_s=train_s)
         data_dir = Path(spec.evaluator.data) if spec.evaluator.data else None
         try:
             digest = directory_digest(Path(spec.evaluator.path), data_dir)
         except OSError as error:
             reason = f"cannot read the evaluator or its data: {error}"
-            return Execution(Verdict(Label.INFRA_ERROR, None, reason), run)
+            return Execution(Verdict(Label.INFRA_ERROR, None, reason), run, train_s=train_s)
         if evaluator_digest is not None and digest != evaluator_digest:
             reason = (
                 "the evaluator's files or held-out data changed since the search started "
                 f"(digest {digest[:12]}, expected {evaluator_digest[:12]}); not scored"
             )
-            return Execution(Verdict(Label.EVALUATOR_ERROR, None, reason), run, None, digest, True)
+            changed = Verdict(Label.EVALUATOR_ERROR, None, reason)
+            return Execution(changed, run, None, digest, True, train_s=train_s)
         evaluation = runner.evaluate(
             EvalRequest(
                 trial_id=trial_id,
-                image=spec.image,
+                image=spec.evaluator.image or spec.image,
                 command=spec.evaluator.command,
                 evaluator_dir=Path(spec.evaluator.path),
                 data_dir=data_dir,
                 output_dir=output,
                 limits=evaluator_limits(spec, gpu_ids),
+                owner=owner,
             )
         )
     verdict = label(run, evaluation, spec)
     runs = (verdict.score,) if verdict.label is Label.OK and verdict.score is not None else ()
-    return Execution(verdict, run, evaluation, digest, runs=runs)
+    return Execution(
+        verdict, run, evaluation, digest, runs=runs, train_s=train_s, eval_s=evaluation.wallclock_s
+    )
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,8 @@ class Claimed:
     evaluator_digest: str | None
     baseline: bool
     best_runs: tuple[float, ...]
+    best_seeds: tuple[int, ...]
+    noise_sd: float
 
 
 def claim(settings: Settings, trial_id: int, worker: str) -> Claimed | None:
@@ -187,6 +199,8 @@ def claim(settings: Settings, trial_id: int, worker: str) -> Claimed | None:
             evaluator_digest=search.evaluator_digest,
             baseline=trial.number == 0,
             best_runs=tuple(best_runs(best)),
+            best_seeds=tuple(best_seeds(best)),
+            noise_sd=search.noise_sd or 0.0,
         )
 
 
@@ -201,7 +215,15 @@ def run(
     claimed = claim(settings, trial_id, worker)
     if claimed is None:
         return None
-    execution = _execute_claimed(settings, runner, claimed, worker, process_index)
+    # Fencing: what an earlier attempt of this trial left on this host (its worker died, or
+    # lost the lease) is gone before this attempt starts, so the two never overlap here.
+    runner.sweep([trial_id])
+    try:
+        execution = _execute_claimed(settings, runner, claimed, worker, process_index)
+    except Exception as error:  # any failure of ours ends as a retried infra_error
+        logger.exception("trial.execution_failed trial_id=%s", trial_id)
+        reason = f"the trial worker failed: {type(error).__name__}: {error}"
+        execution = Execution(Verdict(Label.INFRA_ERROR, None, reason))
     with session_scope(settings.resolved_database_url) as session:
         transitions.finish(session, trial_id, worker, execution, max_attempts=settings.max_attempts)
     return claimed.search_id
@@ -228,19 +250,27 @@ def _execute_claimed(
             gpu_ids=gpus,
             evaluator_digest=claimed.evaluator_digest,
             seed=seed,
+            owner=worker,
         )
 
     def nominate() -> None:
         with session_scope(settings.resolved_database_url) as session:
             transitions.mark_pending(session, claimed.trial_id, worker)
 
-    with leased(settings, runner, claimed.trial_id, worker):
+    with leased(
+        settings,
+        claimed.trial_id,
+        worker,
+        on_lost=lambda: runner.sweep([claimed.trial_id], owners=[worker]),
+    ):
         logger.info("trial.started trial_id=%s worker=%s gpus=%s", claimed.trial_id, worker, gpus)
         return repeat_seeds(
             run_once,
             spec.noise,
             baseline=claimed.baseline,
             best_runs=claimed.best_runs,
+            best_seeds=claimed.best_seeds,
+            noise_sd=claimed.noise_sd,
             direction=spec.evaluator.direction,
             nominate=nominate,
             mean_gates=spec.evaluator.gates if spec.noise and spec.noise.gates_on_mean else (),

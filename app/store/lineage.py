@@ -8,21 +8,26 @@ the tools describe a trial the same way.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from app.domain.digest import TrialNote
+from app.domain.digest import KEPT_SHOWN, TrialNote
 from app.domain.leaderboard import BASELINE_AGENT
+from app.domain.noise import spread
 from app.domain.spec import AgentKind
-from app.domain.states import Decision, Label
+from app.domain.states import Decision, Direction, Label
 from app.domain.workbench import TrialRef
 from app.store.models import Agent, Search, Trial
+from app.store.ordering import best_first
 from app.store.trials import ancestry
 
 HISTORY = 10  # trials per digest section
 VISIBLE_TRIALS = 200  # latest trials a session's tools can show (besides the best line)
+SPREAD_SCORES = 50  # latest scores whose spread stands in for the noise floor, unmeasured
+MIN_SPREAD_SCORES = 3
 
 
 def _as_seen(trial: Trial, agent: str | None) -> dict[str, Any]:
@@ -72,6 +77,24 @@ class Notes:
         recent = self._select().where(*where).order_by(Trial.number.desc()).limit(HISTORY)
         return sorted(self._notes(recent), key=lambda note: note.number)
 
+    def kept(self, direction: Direction, baseline: float | None) -> list[TrialNote]:
+        """The best keeps, best first, each with its gain over the baseline's score."""
+        query = (
+            self._select()
+            .where(Trial.decision == Decision.KEEP, Trial.score.is_not(None))
+            .order_by(best_first(Trial.score, direction), Trial.number)
+            .limit(KEPT_SHOWN)
+        )
+        return [
+            replace(
+                note,
+                gain=None
+                if baseline is None or note.score is None
+                else direction.gain(note.score, baseline),
+            )  # fmt: skip
+            for note in self._notes(query)
+        ]
+
     def keeps(self, *, exclude_agent: int | None) -> list[TrialNote]:
         """Trials that became the new best (the decision, never the label alone)."""
         return self.query(Trial.decision == Decision.KEEP, Trial.agent_id != exclude_agent)
@@ -96,6 +119,23 @@ class Notes:
             for trial_id, name, parent_commit, commit in rows
             if trial_id not in line
         )
+
+
+def noise_floor(session: Session, search: Search) -> float | None:
+    """A change smaller than this is noise: the baseline's spread over seeds when measured,
+    else the spread of the search's latest scores (the metric's own scale)."""
+    if search.noise_sd:
+        return search.noise_sd
+    scores = list(
+        session.scalars(
+            select(Trial.score)
+            .where(Trial.search_id == search.id, Trial.label == Label.OK, Trial.score.is_not(None))
+            .order_by(Trial.number.desc())
+            .limit(SPREAD_SCORES)
+        )
+    )
+    values = [score for score in scores if score is not None]
+    return spread(values) if len(values) >= MIN_SPREAD_SCORES else None
 
 
 def workbench_view(

@@ -187,7 +187,12 @@ class Trial(Base):
     )
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
-    wallclock_s: Mapped[float | None] = mapped_column(Float)
+    wallclock_s: Mapped[float | None] = mapped_column(
+        Float, doc="Sandbox seconds of its training runs: every seed, the preflight too."
+    )
+    eval_s: Mapped[float | None] = mapped_column(
+        Float, doc="Sandbox seconds of its evaluations, every seed's."
+    )
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
     log_tail: Mapped[str] = mapped_column(Text, default="")
     evaluator_digest: Mapped[str | None] = mapped_column(
@@ -210,6 +215,9 @@ class Trial(Base):
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, doc="When its latest task message (propose or run) was sent, for re-sends."
+    )
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -241,7 +249,10 @@ class TrialRollup(Base):
     best_delta: Mapped[float | None] = mapped_column(Float, doc="Largest gain of an ok trial.")
     tokens: Mapped[int] = mapped_column(BigInteger)
     cost_usd: Mapped[float] = mapped_column(Float)
-    wallclock_s: Mapped[float] = mapped_column(Float, doc="Sandbox time of their runs.")
+    wallclock_s: Mapped[float] = mapped_column(Float, doc="Sandbox time of their training.")
+    eval_s: Mapped[float] = mapped_column(
+        Float, default=0.0, server_default="0", doc="Sandbox time of their evaluations."
+    )
 
 
 class Event(Base):

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.domain import promotion
 from app.domain.noise import spread
-from app.domain.seeds import Execution
+from app.domain.seeds import FIRST_SEED, Execution
 from app.domain.states import Decision, TrialStatus
 from app.store import events
 from app.store.models import Search, Trial
@@ -26,6 +26,14 @@ def best_runs(trial: Trial | None) -> list[float]:
         return []
     runs = (trial.metrics or {}).get("runs")
     return [float(run) for run in runs] if runs else [trial.score]
+
+
+def best_seeds(trial: Trial | None) -> list[int]:
+    """The seeds a kept trial's runs used (seed 0 alone when it ran one)."""
+    if trial is None:
+        return []
+    seeds = (trial.metrics or {}).get("seeds")
+    return [int(run["seed"]) for run in seeds] if seeds else [FIRST_SEED]
 
 
 def decide(session: Session, search: Search, trial: Trial, execution: Execution) -> Decision:

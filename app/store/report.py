@@ -32,7 +32,10 @@ class HaltReport:
     labels: dict[str, int]
     cost_usd: float
     cost_per_point: float | None  # dollars per unit of improvement of the metric
-    sandbox_seconds: float
+    sandbox_seconds: float  # every run: training (all seeds, preflights) and evaluation
+    train_seconds: float
+    eval_seconds: float
+    sandbox_seconds_per_point: float | None
 
 
 def halt_report(session: Session, search_id: int, stats: SearchStats | None = None) -> HaltReport:
@@ -44,6 +47,7 @@ def halt_report(session: Session, search_id: int, stats: SearchStats | None = No
         improvement = search.search_spec.evaluator.direction.gain(
             stats.best_score, stats.baseline_score
         )
+    sandbox = stats.wallclock_s + stats.eval_s
     new_bests = session.scalar(
         select(func.count()).where(Event.search_id == search_id, Event.kind == "search.new_best")
     )
@@ -60,5 +64,8 @@ def halt_report(session: Session, search_id: int, stats: SearchStats | None = No
         labels=label_counts(tallies(session, search)),
         cost_usd=stats.cost_usd,
         cost_per_point=stats.cost_usd / improvement if improvement else None,
-        sandbox_seconds=stats.wallclock_s,
+        sandbox_seconds=sandbox,
+        train_seconds=stats.wallclock_s,
+        eval_seconds=stats.eval_s,
+        sandbox_seconds_per_point=sandbox / improvement if improvement else None,
     )

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.domain.states import Label, SearchStatus, TrialStatus
 from app.errors import NotFound
 from app.store.models import Search, Trial, TrialRollup
-from app.store.pagination import Page, decode_cursor, encode_cursor
+from app.store.pagination import Page, decode_id_cursor, encode_cursor, is_row_id
 from app.store.rollup import BLOCK
 
 
@@ -26,13 +26,15 @@ class SearchStats:
     trials_finished: int = 0
     trials_ok: int = 0
     cost_usd: float = 0.0
-    wallclock_s: float = 0.0  # sandbox time of all runs, for GPU-seconds
+    wallclock_s: float = 0.0  # sandbox time of every training run (all seeds, preflights)
+    eval_s: float = 0.0  # sandbox time of every evaluation
     baseline_score: float | None = None
     best_score: float | None = None
 
 
 def get_search(session: Session, search_id: int) -> Search:
-    search = session.get(Search, search_id)
+    """The search, or NotFound (an id no row can have included)."""
+    search = session.get(Search, search_id) if is_row_id(search_id) else None
     if search is None:
         raise NotFound(f"no search {search_id}")
     return search
@@ -47,8 +49,7 @@ def list_searches(
         query = query.where(Search.status == status)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     if cursor is not None:
-        (last_id,) = decode_cursor(cursor, 1)
-        query = query.where(Search.id < int(last_id))
+        query = query.where(Search.id < decode_id_cursor(cursor))
     rows = list(session.scalars(query.order_by(Search.id.desc()).limit(limit + 1)))
     next_cursor = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
     return Page(items=rows[:limit], next_cursor=next_cursor, total=total)
@@ -65,6 +66,7 @@ def search_stats(session: Session, search_ids: list[int]) -> dict[int, SearchSta
         func.sum(case((TrialRollup.label == Label.OK, TrialRollup.count), else_=0)),
         func.sum(TrialRollup.cost_usd),
         func.sum(TrialRollup.wallclock_s),
+        func.sum(TrialRollup.eval_s),
     ).where(TrialRollup.search_id.in_(search_ids))
     live = (
         select(
@@ -74,20 +76,22 @@ def search_stats(session: Session, search_ids: list[int]) -> dict[int, SearchSta
             func.count(case((Trial.label == Label.OK, 1))),
             func.sum(Trial.cost_usd),
             func.sum(Trial.wallclock_s),
+            func.sum(Trial.eval_s),
         )
         .join(Search, Search.id == Trial.search_id)
         .where(Trial.search_id.in_(search_ids), Trial.number >= Search.rollup_blocks * BLOCK)
     )
-    counts: dict[int, tuple[int, int, int, float, float]] = {}
+    counts: dict[int, tuple[int, int, int, float, float, float]] = {}
     for query in (stored.group_by(TrialRollup.search_id), live.group_by(Trial.search_id)):
-        for search_id, total, finished, ok, cost, busy in session.execute(query):
-            seen = counts.get(search_id, (0, 0, 0, 0.0, 0.0))
+        for search_id, total, finished, ok, cost, busy, scoring in session.execute(query):
+            seen = counts.get(search_id, (0, 0, 0, 0.0, 0.0, 0.0))
             counts[search_id] = (
                 seen[0] + int(total),
                 seen[1] + int(finished or 0),
                 seen[2] + int(ok or 0),
                 seen[3] + float(cost or 0.0),
                 seen[4] + float(busy or 0.0),
+                seen[5] + float(scoring or 0.0),
             )
     baseline = dict(
         session.execute(
@@ -105,7 +109,7 @@ def search_stats(session: Session, search_ids: list[int]) -> dict[int, SearchSta
     )
     return {
         search_id: SearchStats(
-            *counts.get(search_id, (0, 0, 0, 0.0, 0.0)),
+            *counts.get(search_id, (0, 0, 0, 0.0, 0.0, 0.0)),
             baseline_score=baseline.get(search_id),
             best_score=best.get(search_id),
         )

@@ -25,14 +25,18 @@ from app.store import events, rollup
 from app.store.clock import db_now
 from app.store.models import Agent, Search, Trial
 from app.store.ordering import best_first
-from app.store.transitions import cas, lock_search, reap
+from app.store.transitions import cas, lock_search, reap, unclaimed
 
 logger = logging.getLogger(__name__)
 
-STALE_HEARTBEATS = 2  # a running trial is lost after this many missed heartbeats
+TICKED = (SearchStatus.RUNNING, SearchStatus.PAUSED)  # what a tick looks at
+
+STALE_HEARTBEATS = 3  # a leased trial is lost after this many heartbeats without a renewal
+RESEND_HEARTBEATS = 10  # a task message no worker took is sent again after this many
 ACTOR = "scheduler"
 CANDIDATE_LIMIT = 50  # kept trials a tournament draws from (the best ones)
 STREAK_SEEN = 10  # latest proposals per agent read for an endpoint-failure streak
+BASELINE_REASON_CHARS = 500  # of a failed baseline's reason, in the halt reason
 
 
 class Task(StrEnum):
@@ -50,9 +54,13 @@ class Send:
 
 
 def tick(session: Session, search_id: int, *, heartbeat_s: float, max_attempts: int) -> list[Send]:
-    """One scheduling step for a search: reap, dispatch, propose, or halt."""
+    """One scheduling step for a search: recover, then dispatch, propose, or halt.
+
+    Recovery (lost leases, messages no worker took) runs for a paused search
+    too, so nothing it has in flight sits stuck for the length of a pause.
+    """
     # Taking the search row first serialises concurrent ticks of one search.
-    if not lock_search(session, search_id, running_only=True):
+    if not lock_search(session, search_id, statuses=TICKED):
         return []
     now = db_now(session)
     search = session.get(Search, search_id, populate_existing=True)
@@ -65,10 +73,28 @@ def tick(session: Session, search_id: int, *, heartbeat_s: float, max_attempts: 
         stale_after_s=STALE_HEARTBEATS * heartbeat_s,
         max_attempts=max_attempts,
     )
+    sends = [
+        Send(Task.PROPOSE, trial.id)
+        if trial.status is TrialStatus.PROPOSED
+        else Send(Task.RUN, trial.id, spec.budgets.trial.queue)
+        for trial in unclaimed(
+            session, search_id, now=now, resend_after_s=RESEND_HEARTBEATS * heartbeat_s
+        )
+    ]
+    if search.status is not SearchStatus.RUNNING:
+        session.flush()
+        return sends
     decision = plan(_state(session, search, spec, now))
-    sends: list[Send] = []
     for trial_id in decision.dispatch:
-        if cas(session, trial_id, (TrialStatus.READY,), status=TrialStatus.QUEUED, queued_at=now):
+        dispatched = cas(
+            session,
+            trial_id,
+            (TrialStatus.READY,),
+            status=TrialStatus.QUEUED,
+            queued_at=now,
+            sent_at=now,
+        )
+        if dispatched:
             sends.append(Send(Task.RUN, trial_id, spec.budgets.trial.queue))
     if decision.cancel_ready:
         session.execute(
@@ -118,7 +144,9 @@ def _state(session: Session, search: Search, spec: SearchSpec, now: datetime) ->
         select(func.coalesce(func.sum(Trial.cost_usd), 0.0)).where(Trial.search_id == search.id)
     )
     baseline = session.execute(
-        select(Trial.status, Trial.label).where(Trial.search_id == search.id, Trial.number == 0)
+        select(Trial.status, Trial.label, Trial.label_reason).where(
+            Trial.search_id == search.id, Trial.number == 0
+        )
     ).one()
     agent_counts: dict[str, int] = {
         name: count
@@ -182,6 +210,7 @@ def _state(session: Session, search: Search, spec: SearchSpec, now: datetime) ->
             resting=_resting(session, search, now),
         ),
         agent_counts=agent_counts,
+        baseline_reason=(baseline.label_reason or "")[:BASELINE_REASON_CHARS],
     )
 
 
@@ -237,6 +266,7 @@ def _new_proposals(
             status=TrialStatus.PROPOSED,
             image=spec.image,
             created_at=now,
+            sent_at=now,
         )
         session.add(trial)
         session.flush()
@@ -265,4 +295,5 @@ def kept_candidates(session: Session, search: Search) -> list[Candidate]:
 
 
 def active_searches(session: Session) -> list[int]:
-    return list(session.scalars(select(Search.id).where(Search.status == SearchStatus.RUNNING)))
+    """Searches the periodic sweep ticks: running ones, and paused ones (recovery only)."""
+    return list(session.scalars(select(Search.id).where(Search.status.in_(TICKED))))

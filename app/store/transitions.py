@@ -10,9 +10,10 @@ Functions only flush; the caller commits.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.seeds import Execution
@@ -40,25 +41,37 @@ def cas(
     return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def _cas_worker(session: Session, trial_id: int, worker: str, **values: object) -> bool:
+# In-flight states a worker holds a lease on: a proposal being written, a run.
+LEASED = (TrialStatus.PROPOSED, TrialStatus.RUNNING)
+
+
+def _cas_worker(
+    session: Session,
+    trial_id: int,
+    worker: str,
+    statuses: tuple[TrialStatus, ...] = (TrialStatus.RUNNING,),
+    **values: object,
+) -> bool:
     moved = session.execute(
         update(Trial)
-        .where(Trial.id == trial_id, Trial.status == TrialStatus.RUNNING, Trial.worker == worker)
+        .where(Trial.id == trial_id, Trial.status.in_(statuses), Trial.worker == worker)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
     return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def lock_search(session: Session, search_id: int, *, running_only: bool = False) -> bool:
+def lock_search(
+    session: Session, search_id: int, *, statuses: tuple[SearchStatus, ...] | None = None
+) -> bool:
     """Take the search row's lock (stamping it), so ticks, finishes and cancels serialise.
 
     The lock order is the same everywhere: search, then trial. With
-    `running_only`, a search that is not running is left alone (False).
+    `statuses`, a search in another status is left alone (False).
     """
     query = update(Search).where(Search.id == search_id)
-    if running_only:
-        query = query.where(Search.status == SearchStatus.RUNNING)
+    if statuses is not None:
+        query = query.where(Search.status.in_(statuses))
     locked = session.execute(
         query.values(updated_at=db_now(session)).execution_options(synchronize_session=False)
     )
@@ -82,9 +95,23 @@ def claim(session: Session, trial_id: int, worker: str) -> bool:
     return claimed
 
 
+def claim_proposal(session: Session, trial_id: int, worker: str) -> bool:
+    """Take a trial awaiting its proposal for `worker`; False if another delivery has it."""
+    now = db_now(session)
+    moved = session.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.status == TrialStatus.PROPOSED, Trial.worker.is_(None))
+        .values(worker=worker, heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    claimed = bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+    logger.info("proposal.claim trial_id=%s worker=%s won=%s", trial_id, worker, claimed)
+    return claimed
+
+
 def heartbeat(session: Session, trial_id: int, worker: str) -> bool:
     """Renew the lease; False when the trial is no longer this worker's (cancelled, reaped)."""
-    return _cas_worker(session, trial_id, worker, heartbeat_at=db_now(session))
+    return _cas_worker(session, trial_id, worker, LEASED, heartbeat_at=db_now(session))
 
 
 def mark_pending(session: Session, trial_id: int, worker: str) -> bool:
@@ -110,6 +137,9 @@ def finish(
         logger.warning("trial.finish_lost trial_id=%s worker=%s", trial_id, worker)
         return False
     verdict, run = execution.verdict, execution.run
+    # Every attempt's sandbox time counts, a retried one's too: it was spent.
+    trial.wallclock_s = (trial.wallclock_s or 0.0) + execution.train_s
+    trial.eval_s = (trial.eval_s or 0.0) + execution.eval_s
     if verdict.retryable and trial.attempts < max_attempts:
         trial.status, trial.worker, trial.label_reason = TrialStatus.READY, None, verdict.reason
         events.record(
@@ -131,10 +161,12 @@ def finish(
         trial.metrics = execution.evaluation.metrics
     if len(execution.runs) > 1:
         trial.metrics = {**trial.metrics, "runs": list(execution.runs)}
+    if len(execution.seeds) > 1:  # every seed's outcome, the failed ones included
+        trial.metrics = {**trial.metrics, "seeds": [asdict(run) for run in execution.seeds]}
     if run is not None:
         budget = search.search_spec.budgets.trial
         trial.metrics = {**trial.metrics, "budget": budget_used(budget, trial, run.wallclock_s)}
-        trial.wallclock_s, trial.artifact_bytes = run.wallclock_s, run.artifact_bytes
+        trial.artifact_bytes = run.artifact_bytes
         trial.log_tail, trial.image_digest, trial.isolated = (
             run.log_tail,
             run.image_digest,
@@ -158,11 +190,10 @@ def finish(
         actor=worker,
         data={"label": verdict.label, "score": verdict.score},
     )
-    trial.decision = (
-        promotion.decide(session, search, trial, execution)
-        if verdict.label is Label.OK
-        else Decision.DISCARD
-    )
+    if verdict.label is Label.OK:
+        trial.decision = promotion.decide(session, search, trial, execution)
+    else:  # a failed baseline is still the baseline: the search halts on it, nothing is kept
+        trial.decision = Decision.BASELINE if trial.number == 0 else Decision.DISCARD
     session.flush()
     return True
 
@@ -190,29 +221,40 @@ def delta_over_parent(session: Session, search: Search, trial: Trial) -> float |
 def reap(
     session: Session, search_id: int, *, now: datetime, stale_after_s: float, max_attempts: int
 ) -> int:
-    """Take back running trials whose worker stopped heartbeating; returns how many."""
+    """Take back leased trials whose worker stopped heartbeating; returns how many.
+
+    A lost run is re-queued (until `max_attempts`, then `infra_error`); a lost
+    proposal is `infra_error` at once (the model's work is gone with its
+    worker) and, having no recipe, spends no trial budget.
+    """
     stale = list(
         session.scalars(
             select(Trial).where(
                 Trial.search_id == search_id,
-                Trial.status == TrialStatus.RUNNING,
+                Trial.status.in_(LEASED),
+                Trial.worker.is_not(None),
                 Trial.heartbeat_at < now - timedelta(seconds=stale_after_s),
             )
         )
     )
     for trial in stale:
-        retry = trial.attempts < max_attempts
+        proposal = trial.status is TrialStatus.PROPOSED
+        retry = not proposal and trial.attempts < max_attempts
         values: dict[str, object] = (
             {"status": TrialStatus.READY, "worker": None}
             if retry
             else {
                 "status": TrialStatus.FINISHED,
                 "label": Label.INFRA_ERROR,
-                "label_reason": f"worker {trial.worker} lost it {trial.attempts} times",
+                "label_reason": (
+                    f"proposal lost: worker {trial.worker} stopped heartbeating"
+                    if proposal
+                    else f"worker {trial.worker} lost it {trial.attempts} times"
+                ),
                 "finished_at": now,
             }
         )
-        if not cas(session, trial.id, (TrialStatus.RUNNING,), **values):
+        if not cas(session, trial.id, (trial.status,), **values):
             continue  # it finished (or was cancelled) while we looked
         events.record(
             session,
@@ -220,7 +262,38 @@ def reap(
             trial_id=trial.id,
             kind="trial.requeued" if retry else "trial.lost",
             actor=ACTOR,
-            data={"worker": trial.worker, "attempt": trial.attempts},
+            data={"worker": trial.worker, "attempt": trial.attempts, "proposal": proposal},
         )
         logger.warning("trial.reaped trial_id=%s worker=%s retry=%s", trial.id, trial.worker, retry)
     return len(stale)
+
+
+def unclaimed(
+    session: Session, search_id: int, *, now: datetime, resend_after_s: float
+) -> list[Trial]:
+    """Trials whose task message went out a while ago and no worker took: send them again.
+
+    A broker that restarted empty (Redis without persistence) or a send that
+    failed after its transaction committed leaves such a trial waiting
+    forever otherwise. A duplicate message is harmless: every task claims by
+    compare-and-set. `sent_at` moves on, so one is re-sent once per period.
+    """
+    waiting = list(
+        session.scalars(
+            select(Trial).where(
+                Trial.search_id == search_id,
+                or_(
+                    Trial.status == TrialStatus.QUEUED,
+                    (Trial.status == TrialStatus.PROPOSED) & Trial.worker.is_(None),
+                ),
+                or_(
+                    Trial.sent_at.is_(None),
+                    Trial.sent_at < now - timedelta(seconds=resend_after_s),
+                ),
+            )
+        )
+    )
+    for trial in waiting:
+        trial.sent_at = now
+        logger.warning("trial.resent trial_id=%s status=%s", trial.id, trial.status)
+    return waiting

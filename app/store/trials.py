@@ -7,18 +7,26 @@ so the top of the list is always the best measured result.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased, joinedload
 
+from app.domain.spec import NAME_PATTERN
 from app.domain.states import Label, TrialStatus
 from app.errors import NotFound
 from app.store.models import Agent, Event, Search, Trial
 from app.store.ordering import best_first, worst_first
-from app.store.pagination import Page, decode_cursor, encode_cursor
+from app.store.pagination import (
+    Page,
+    decode_id_cursor,
+    decode_score_cursor,
+    encode_cursor,
+    is_row_id,
+)
 
 EXPORT_BATCH = 500
 
@@ -39,6 +47,8 @@ class TrialFilter:
 
 def _filtered(search_id: int, where: TrialFilter) -> Select[Trial]:
     query = select(Trial).where(Trial.search_id == search_id)
+    if where.agent is not None and not re.fullmatch(NAME_PATTERN, where.agent):
+        return query.where(false())  # no agent is named so (nor may text with NUL reach SQL)
     if where.agent is not None:
         query = query.join(Agent, Trial.agent_id == Agent.id).where(Agent.name == where.agent)
     if where.label is not None:
@@ -71,15 +81,15 @@ def list_trials(
     if sort in (TrialSort.NEWEST, TrialSort.OLDEST):
         newest = sort is TrialSort.NEWEST
         if cursor is not None:
-            (last_id,) = decode_cursor(cursor, 1)
-            query = query.where(Trial.id < int(last_id) if newest else Trial.id > int(last_id))
+            last_id = decode_id_cursor(cursor)
+            query = query.where(Trial.id < last_id if newest else Trial.id > last_id)
         query = query.order_by(Trial.id.desc() if newest else Trial.id.asc())
     else:
         direction = search.search_spec.evaluator.direction
         descending = direction.higher_is_better == (sort is TrialSort.BEST)
         if cursor is not None:
-            last_score, last_id = decode_cursor(cursor, 2)
-            query = query.where(_score_after(descending, last_score, int(last_id)))
+            last_score, last_id = decode_score_cursor(cursor)
+            query = query.where(_score_after(descending, last_score, last_id))
         order = best_first if sort is TrialSort.BEST else worst_first
         query = query.order_by(order(Trial.score, direction), Trial.id.asc())
 
@@ -93,7 +103,12 @@ def list_trials(
 
 
 def get_trial(session: Session, trial_id: int) -> Trial:
-    trial = session.get(Trial, trial_id, options=[joinedload(Trial.agent)])
+    """The trial, or NotFound (an id no row can have included)."""
+    trial = (
+        session.get(Trial, trial_id, options=[joinedload(Trial.agent)])
+        if is_row_id(trial_id)
+        else None
+    )
     if trial is None:
         raise NotFound(f"no trial {trial_id}")
     return trial
@@ -124,8 +139,7 @@ def lineage_page(
     query = select(Trial).where(Trial.search_id == search.id)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     if cursor is not None:
-        (last_id,) = decode_cursor(cursor, 1)
-        query = query.where(Trial.id > int(last_id))
+        query = query.where(Trial.id > decode_id_cursor(cursor))
     rows = list(
         session.scalars(query.options(joinedload(Trial.agent)).order_by(Trial.id).limit(limit + 1))
     )

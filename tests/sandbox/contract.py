@@ -36,7 +36,8 @@ from sandbox import Backend, Limits, RunRequest
 from sandbox.select import make_runner
 kind, image, trial_id, recipe, output = sys.argv[1:]
 limits = Limits(wallclock_s=60.0, memory_bytes=64 * 1024 * 1024, cpus=1.0)
-request = RunRequest(int(trial_id), image, "python3 train.py", Path(recipe), Path(output), limits)
+request = RunRequest(int(trial_id), image, "python3 train.py", Path(recipe), Path(output), limits,
+                     owner="doomed-host:1")
 make_runner(Backend(kind)).run(request)
 """
 
@@ -256,9 +257,12 @@ class RunnerContract:
             worker.wait()
         left = leftovers(harness.trial_id)
         assert left, "a worker killed mid-run should leave its trial running"
-        assert harness.trial_id in harness.runner.live_trials()
+        assert harness.runner.live_trials()[harness.trial_id] == {"doomed-host:1"}
 
-        assert harness.runner.sweep([harness.trial_id]) == left
+        # A sweep by owner spares what others started (the attempt that replaced it).
+        assert harness.runner.sweep([harness.trial_id], owners=["another-host:2"]) == 0
+        assert leftovers(harness.trial_id) == left
+        assert harness.runner.sweep([harness.trial_id], owners=["doomed-host:1"]) == left
         wait_until(lambda: leftovers(harness.trial_id) == 0, "the sweep took effect")
         assert harness.trial_id not in harness.runner.live_trials()
 

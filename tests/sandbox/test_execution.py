@@ -220,6 +220,7 @@ class CountingRunner:
 
     def __init__(self, inner: Runner) -> None:
         self.inner, self.commands = inner, list[str]()
+        self.evaluations = list[EvalRequest]()
         self.isolated = inner.isolated
 
     def run(self, request: RunRequest) -> RunResult:
@@ -227,13 +228,16 @@ class CountingRunner:
         return self.inner.run(request)
 
     def evaluate(self, request: EvalRequest) -> EvalResult:
+        self.evaluations.append(request)
         return self.inner.evaluate(request)
 
-    def live_trials(self) -> set[int]:
+    def live_trials(self) -> dict[int, set[str]]:
         return self.inner.live_trials()
 
-    def sweep(self, trial_ids: Collection[int] | None = None) -> int:
-        return self.inner.sweep(trial_ids)
+    def sweep(
+        self, trial_ids: Collection[int] | None = None, owners: Collection[str] | None = None
+    ) -> int:
+        return self.inner.sweep(trial_ids, owners)
 
 
 CHECK = "python3 -c \"compile(open('train.py').read(), 'train.py', 'exec')\""
@@ -340,9 +344,13 @@ def test_seeds_reach_the_recipe_and_a_nominee_is_confirmed_on_fresh_seeds(
                              direction=Direction.MAXIMIZE)  # fmt: skip
     candidate = repeat_seeds(run(better), noisy.noise, baseline=False,
                              best_runs=list(base_runs.runs), direction=Direction.MAXIMIZE,
-                             nominate=lambda: nominations.append(True))  # fmt: skip
+                             best_seeds=[s.seed for s in base_runs.seeds],
+                             noise_sd=0.01, nominate=lambda: nominations.append(True))  # fmt: skip
 
-    assert seeds == [0, 1, 2, 3, 0, 1, 2, 3]
+    # The baseline's seeds, the candidate's nominating run, then confirmation on seeds
+    # that neither the nominating run nor any of the best's runs used.
+    assert seeds == [0, 1, 2, 3, 0, 4, 5, 6]
+    assert [s.seed for s in candidate.seeds] == [0, 4, 5, 6]
     assert len(set(base_runs.runs)) == 4  # each seed gave its own score
     assert base_runs.verdict.score == pytest.approx(sum(base_runs.runs) / 4)
     assert nominations == [True]
@@ -397,3 +405,24 @@ def test_gates_can_apply_to_the_mean_over_seeds(
 
     assert result.verdict.label is expected, result.verdict
     assert reason_part in result.verdict.reason
+
+
+def test_the_evaluator_runs_in_its_own_image_with_its_own_limits(
+    store: tuple[GitStore, str], spec: SearchSpec, tmp_path: Path
+) -> None:
+    """Issue 20: a torch evaluator needs its own image and budget, not the trial's."""
+    repo, base = store
+    evaluator = spec.evaluator.model_copy(
+        update={"image": "scorer:torch", "cpus": 3.0, "memory": 512 * MiB, "wallclock_s": 42.0}
+    )
+    runner = CountingRunner(LocalRunner())
+    own = spec.model_copy(update={"evaluator": evaluator})
+
+    execute(repo, base, own, runner, trial_id=4262, scratch_dir=tmp_path)
+    execute(repo, base, spec, runner, trial_id=4263, scratch_dir=tmp_path)
+
+    mine, default = runner.evaluations
+    assert (mine.image, mine.limits.cpus, mine.limits.memory_bytes, mine.limits.wallclock_s) == (
+        "scorer:torch", 3.0, 512 * MiB, 42.0,
+    )  # fmt: skip
+    assert (default.image, default.limits.cpus) == (spec.image, spec.budgets.trial.cpus)

@@ -57,14 +57,14 @@ class TestLocalRunner(RunnerContract):
     def leftovers(self) -> Callable[[int], int]:
         def processes_of(trial_id: int) -> int:
             """Live processes whose environment carries the trial's marker."""
-            marker = f"{LOCAL_TRIAL_ENV}=/{trial_id}".encode()
+            marker = f"{LOCAL_TRIAL_ENV}=/{trial_id}/".encode()
             count = 0
             for pid in filter(str.isdigit, os.listdir("/proc")):
                 try:
                     environ = Path("/proc", pid, "environ").read_bytes()
                 except OSError:
                     continue  # exited while we looked
-                count += marker in environ.split(b"\0")
+                count += any(var.startswith(marker) for var in environ.split(b"\0"))
             return count
 
         return processes_of

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Body, Query, status
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import SessionDep, SettingsDep, WriteGuard
@@ -17,6 +17,7 @@ from app.api.schemas import (
     LineageOut,
     PageOut,
     ReportOut,
+    SearchCreatedOut,
     SearchOut,
     TrialOut,
     TrialSummaryOut,
@@ -42,16 +43,14 @@ def _out(session: SessionDep, search_id: int) -> SearchOut:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteGuard])
-def create_search(spec: SearchSpec, session: SessionDep, settings: SettingsDep) -> SearchOut:
-    """Import the recipe, record the roster and the baseline trial, and start the search."""
-    search = import_recipe.create_search(
-        session,
-        spec,
-        repos_dir=settings.repos_dir,
-        actor="api",
-        import_roots=settings.import_root_paths,
+def create_search(spec: SearchSpec, session: SessionDep, settings: SettingsDep) -> SearchCreatedOut:
+    """Import the recipe, check the spec against it and the server, record the roster and
+    the baseline trial, and start the search; the body lists what was checked."""
+    created = import_recipe.create_search(session, spec, settings=settings, actor="api")
+    checks = [{"field": check.field, "message": check.message} for check in created.checks]
+    return SearchCreatedOut.model_validate(
+        {**_out(session, created.search.id).model_dump(), "checks": checks}
     )
-    return _out(session, search.id)
 
 
 @router.get("")
@@ -79,6 +78,18 @@ def get_search(search_id: int, session: SessionDep) -> SearchOut:
 def act_on_search(search_id: int, action: SearchAction, session: SessionDep) -> SearchOut:
     """Pause, resume or cancel; an illegal move for the current status is a 409."""
     control.apply_action(session, search_id, action, actor="api")
+    return _out(session, search_id)
+
+
+@router.patch("/{search_id}/budgets", dependencies=[WriteGuard])
+def set_budgets(
+    search_id: int,
+    budgets: Annotated[dict[str, Any], Body(examples=[{"trial": {"wallclock_s": "10m"}}])],
+    session: SessionDep,
+) -> SearchOut:
+    """Change budgets (merged into the current ones), e.g. before resuming a search whose
+    baseline overran its wall-clock; 422 names a bad field, 409 for a cancelled search."""
+    control.set_budgets(session, search_id, budgets, actor="api")
     return _out(session, search_id)
 
 

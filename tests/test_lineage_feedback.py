@@ -1,0 +1,141 @@
+"""What specialists are told is true, complete and bounded (issue 16).
+
+Invariants, read from the prompt a proposal's job renders (the store's
+decisions, not labels alone): a discarded trial never appears as kept; the
+top kept trials come best first with their gain over the baseline; what was
+tried from the parent has an outcome; recent activity spans the agents; the
+system message states the budgets, the keep rule with the measured noise
+floor, every label's meaning and the role's preamble; the saturation note is
+scaled to the noise floor; the first message stays bounded at 10,000 trials.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.domain.digest import (
+    CHARS_PER_TOKEN,
+    DEFAULT_PROMPT_TOKENS,
+    Digest,
+    TrialNote,
+    build_messages,
+    saturation,
+)
+from app.domain.leaderboard import LABEL_MEANINGS
+from app.domain.states import Decision, Direction, Label, TrialStatus
+from app.services.propose import load_job
+from app.store.models import Search, Trial
+from testing.factories import Recipe, add_trial, give_commit, seeded_search
+
+
+def prompt_of(session: Session, search: Search, parent: Trial) -> tuple[str, str]:
+    """(system, user) messages of a fresh proposal of `opt` on `parent`."""
+    give_commit(session, search, parent)
+    trial = add_trial(session, search, agent="opt", parent=parent, label=None,
+                      status=TrialStatus.PROPOSED)  # fmt: skip
+    session.commit()
+    job = load_job(session, trial.id)
+    assert job is not None
+    system, user = build_messages(job.digest)
+    return system["content"], user["content"]
+
+
+def test_the_prompt_shows_keeps_by_decision_best_first_and_never_a_discard_as_kept(
+    session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")  # trial 1 (0.70) is kept
+    trials = {t.number: t for t in session.query(Trial).filter_by(search_id=search.id)}
+    assert trials[4].decision is Decision.DISCARD  # 0.70 again: scored, not better
+
+    system, user = prompt_of(session, search, trials[1])
+
+    kept = user.split("# Top kept trials, best first (gain over the baseline)\n")[1]
+    kept = kept.split("\n\n")[0]
+    assert kept.splitlines() == [
+        "- trial 1 by opt: ok (kept: became the best), score 0.7 "
+        "(improvement over parent +0.2) (gain over the baseline +0.2): trial 1"
+    ]
+    assert "trial 4 by knobs: ok (discarded: not better than the best)" in user
+    assert "# Other specialists' keeps" not in user  # the one keep is opt's own
+    tried = user.split("# Already tried from this parent (do not repeat)\n")[1].split("\n\n")[0]
+    assert "pending" not in tried  # the running trial 7 has no outcome to learn from
+    recent = user.split("# Recent activity (all agents, newest last)\n")[1].split("\n\n")[0]
+    assert all(f"by {agent}:" in recent for agent in ("opt", "arch", "knobs"))
+
+
+def test_the_system_message_states_the_rules_of_this_search(
+    session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+    best = session.get(Trial, search.best_trial_id)
+    assert best is not None
+
+    system, _ = prompt_of(session, search, best)
+
+    assert "killed at 300s of wall-clock" in system
+    assert f"{1024**3} bytes of memory" in system and "at most 1000000 bytes" in system
+    assert "Keep rule: a scored trial becomes the new best only if it is strictly better" in system
+    for label, meaning in LABEL_MEANINGS.items():
+        assert f"{label.value}: {meaning}" in system
+    assert "structural, mechanism-level change" in system  # the default preamble
+    assert set(LABEL_MEANINGS) == set(Label)
+
+
+def test_a_noise_spec_puts_the_measured_floor_in_the_keep_rule(
+    session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+    search.spec = {**search.spec, "noise": {"baseline_runs": 4, "confirm_runs": 3}}
+    search.noise_sd = 0.0123
+    session.commit()
+    best = session.get(Trial, search.best_trial_id)
+    assert best is not None
+
+    system, _ = prompt_of(session, search, best)
+
+    assert "the baseline's spread over 4 seeds: 0.0123" in system
+    assert "by 1 noise floors to be confirmed on 3 fresh seeds" in system
+
+
+def note(delta: float) -> TrialNote:
+    return TrialNote(1, "opt", "x", "ok", 0.5, delta=delta, decision="discard")
+
+
+@pytest.mark.parametrize(
+    ("deltas", "floor", "fires"),
+    [([0.01] * 5, 0.05, True), ([0.01, 0.01, 0.1, 0.01, 0.01], 0.05, False),
+     ([0.0001] * 5, 1e-5, False), ([0.01] * 5, None, False)],
+    ids=["inside the floor", "one moved past it", "a tiny floor", "no floor measured"],
+)  # fmt: skip
+def test_the_saturation_note_is_scaled_to_the_noise_floor(
+    deltas: list[float], floor: float | None, fires: bool
+) -> None:
+    assert (saturation([note(d) for d in deltas], floor) is not None) is fires
+
+
+def test_the_first_message_stays_bounded_at_ten_thousand_trials() -> None:
+    many = [
+        TrialNote(n, f"agent{n % 7}", f"idea {n} " * 30, "crash", None, reason="boom " * 50,
+                  log_tail="Traceback\n" * 400, decision="discard", gain=0.1)
+        for n in range(10_000)
+    ]  # fmt: skip
+    digest = Digest(
+        task="t", metric="val_acc", direction=Direction.MAXIMIZE, gates=[], agent="opt",
+        brief="b", surface=["train.py"], protected=[], parent=many[0],
+        files={"train.py": "x = 1\n" * 10_000}, best=many[-1], best_ancestry=many,
+        own_recent=many, others_keeps=many, recent_failures=many, tried_from_parent=many,
+        kept=many, recent=many,
+    )  # fmt: skip
+
+    started = time.perf_counter()
+    system, user = (message["content"] for message in build_messages(digest))
+    took = time.perf_counter() - started
+
+    assert len(system) + len(user) <= DEFAULT_PROMPT_TOKENS * CHARS_PER_TOKEN
+    assert "[... 9989 steps ...]" in user  # the best line's head and tail, not all of it
+    assert "idea 9999" in user  # the newest history survives the trimming
+    assert took < 2.0
