@@ -130,6 +130,7 @@ def rig(
 
     With `llm_base_url`, an LLM specialist on that endpoint joins the control arm.
     """
+    root.mkdir(parents=True, exist_ok=True)
     url, name = make_postgres_database(postgres_url(postgres))
     migrate(url)
     data_dir = root / "data"

@@ -24,14 +24,17 @@ def read(path: str) -> str | None:
 
 
 def test_a_reply_is_found_bare_in_a_fence_or_amid_prose() -> None:
-    body = {"hypothesis": "lower lr", "edits": [{"path": "a", "search": "x", "replace": "y"}]}
+    body = {
+        "hypothesis": "lower the learning rate",
+        "edits": [{"path": "a", "search": "x", "replace": "y"}],
+    }
     bare = json.dumps(body)
     fenced = f"Here you go:\n```json\n{bare}\n```\nGood luck."
     prose = f"I propose {bare} as discussed."
 
     drafts = [parse_reply(text) for text in (bare, fenced, prose)]
 
-    assert {d.hypothesis for d in drafts} == {"lower lr"}
+    assert {d.hypothesis for d in drafts} == {"lower the learning rate"}
     assert all(d.edits == (Replace("a", "x", "y"),) for d in drafts)
 
 
@@ -40,8 +43,14 @@ def test_a_reply_is_found_bare_in_a_fence_or_amid_prose() -> None:
     [
         ("no json here", "holds no JSON object"),
         ('{"edits": [{"diff": "x"}]}', '"hypothesis" must be a non-empty string'),
-        ('{"hypothesis": "h", "edits": []}', '"edits" must be a non-empty list'),
-        ('{"hypothesis": "h", "edits": [{"path": "a"}]}', 'needs string "path", "search"'),
+        ('{"hypothesis": "halve the rate", "edits": []}', '"edits" must be a non-empty list'),
+        (
+            '{"hypothesis": "halve the rate", "edits": [{"path": "a"}]}',
+            'needs string "path", "search"',
+        ),
+        ('{"hypothesis": "test", "edits": []}', "says nothing: name the mechanism"),
+        ('{"hypothesis": "This is a test.", "edits": []}', "says nothing"),
+        ('{"hypothesis": "lower lr", "edits": []}', "at least 3 words"),
     ],
 )
 def test_a_malformed_reply_is_refused_with_a_reason(reply: str, reason: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from app.domain.edits import MalformedEdit, render_diff
 from app.domain.knobs import mutate
-from app.domain.spec import Knob
+from app.domain.roster import Knob
 
 TRAIN = "LR = 0.1  # learning rate\nBATCH = 64\nOPT = 'adam'\n"
 LR = Knob.model_validate(

@@ -1,9 +1,10 @@
 """A session's `edit_file` follows the one exact-once replace rule of every edit path (issue 13).
 
-Invariant: the session tool and single-shot replies share `replace_once`, so
-a search text written with CRLF applies to a file with LF endings (the
-file keeps its endings) in a session too, and both refuse the same
-ambiguous edits with the same reasons.
+Invariant: the session tool and single-shot replies share `replace_once`, so a
+search text written with CRLF applies to a file with LF endings (the file
+keeps its endings) in a session too, and both refuse the same ambiguous
+edits with the same reasons; they share the hypothesis rule too, so neither
+takes a placeholder (issue 16).
 """
 
 from __future__ import annotations
@@ -54,3 +55,16 @@ def test_the_session_and_a_reply_refuse_an_ambiguous_edit_for_the_same_reason(
         render_diff(
             [Replace("train.py", search, "LR = 1")], Files({"train.py": TRAIN_PY}).files.get
         )
+
+
+@pytest.mark.parametrize("placeholder", ["test", "  TBD.  ", "lower lr", ""])
+def test_a_session_cannot_submit_a_placeholder_hypothesis(placeholder: str) -> None:
+    """Issue 16: "test" once became the best and sat in the best line every agent reads."""
+    workbench = bench()
+    workbench.edit_file("train.py", "LR = 0.1", "LR = 0.05")
+
+    answer = workbench.submit(placeholder)
+
+    assert answer.startswith("refused: the hypothesis") and "says nothing" in answer
+    assert workbench.submission is None
+    assert workbench.submit("Halve the learning rate: the loss still oscillates.") == "submitted"

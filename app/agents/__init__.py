@@ -15,7 +15,7 @@ from app.agents.control import ControlAgent
 from app.agents.llm import LLMAgent
 from app.config import Settings
 from app.domain.proposals import Proposal, ProposalJob
-from app.domain.spec import AgentKind
+from app.domain.roster import AgentKind
 from app.gitstore import GitStore
 
 

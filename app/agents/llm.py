@@ -35,7 +35,7 @@ from app.domain.edits import MalformedEdit, parse_reply, render_diff
 from app.domain.endpoints import NoEndpoint, endpoint_for
 from app.domain.legality import parse_diff
 from app.domain.proposals import Proposal, ProposalFailed, ProposalJob, Usage
-from app.domain.spec import AgentSpec, LLMMode
+from app.domain.roster import AgentSpec, LLMMode
 from app.domain.states import Label
 from app.errors import EditRejected
 from app.gitstore import GitStore

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.agents.chat import Reply
 from app.domain.proposals import Usage
-from app.domain.spec import AgentSpec
+from app.domain.roster import AgentSpec
 
 
 def add_usage(usage: Usage, reply: Reply, agent: AgentSpec) -> Usage:

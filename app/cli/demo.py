@@ -21,7 +21,8 @@ from docker.errors import DockerException, ImageNotFound
 from app import db
 from app.cli.launcher import Stack, service_commands
 from app.config import Settings
-from app.domain.spec import AgentKind, SearchSpec, load_spec_file
+from app.domain.roster import AgentKind
+from app.domain.spec import SearchSpec, load_spec_file
 from app.domain.states import SearchStatus, TrialStatus
 from app.services import import_recipe
 from app.store.models import Search, Trial

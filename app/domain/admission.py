@@ -26,7 +26,8 @@ from app.domain.edits import MalformedEdit
 from app.domain.endpoints import EndpointPolicy, NoEndpoint, endpoint_for
 from app.domain.knobs import locate
 from app.domain.legality import FileChange, check_paths, glob_match
-from app.domain.spec import AgentKind, AgentSpec, Knob, SearchSpec
+from app.domain.roster import AgentKind, AgentSpec, Knob
+from app.domain.spec import SearchSpec
 from app.errors import EditRejected
 
 EXECUTABLE, SYMLINK = "100755", "120000"  # git's modes of an executable file and a symlink

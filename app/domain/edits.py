@@ -24,6 +24,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 HYPOTHESIS_MAX_CHARS = 2_000  # a trial's hypothesis as a model writes it (it is shown on pages)
+HYPOTHESIS_MIN_WORDS = 3  # fewer cannot name a mechanism and its expected effect
+# Texts that pass for a hypothesis by length but say nothing of a mechanism or an effect.
+PLACEHOLDERS = frozenset(
+    {"test", "todo", "tbd", "hypothesis", "n/a", "none", "idea", "edit", "change", "fix",
+     "update", "try something", "improve the metric", "make it better", "this is a test"}
+)  # fmt: skip
+_WORD = re.compile(r"[^\W\d_]+")
 EDIT_MAX_CHARS = 500_000  # one proposal's whole diff
 REPLY_FORMAT = (
     'Reply with one JSON object and nothing else: {"hypothesis": "<one or two sentences: '
@@ -105,13 +112,19 @@ def _draft(value: dict[str, object]) -> Draft:
 
 
 def checked_hypothesis(text: str) -> str:
-    """A model's hypothesis, stripped; `MalformedEdit` when empty or past the cap."""
+    """A model's hypothesis, stripped; `MalformedEdit` when past the cap, empty, a
+    placeholder or trivially short. It is what every later agent reads of the trial in the
+    lineage: "test" kept as the best would teach them nothing."""
     hypothesis = text.strip()
-    if not hypothesis:
-        raise MalformedEdit("the hypothesis must say what the edit does and why")
     if len(hypothesis) > HYPOTHESIS_MAX_CHARS:
         raise MalformedEdit(
             f"the hypothesis is {len(hypothesis)} characters; at most {HYPOTHESIS_MAX_CHARS}"
+        )
+    words = _WORD.findall(hypothesis)
+    if len(words) < HYPOTHESIS_MIN_WORDS or hypothesis.lower().strip(" .!?") in PLACEHOLDERS:
+        raise MalformedEdit(
+            f"the hypothesis {hypothesis[:80]!r} says nothing: name the mechanism you change "
+            f"and the effect you expect on the metric (at least {HYPOTHESIS_MIN_WORDS} words)"
         )
     return hypothesis
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from app.domain.spec import AgentSpec
+from app.domain.roster import AgentSpec
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from random import Random
 
 from app.domain.edits import Draft, MalformedEdit, Replace
 from app.domain.regex import Match, compile_linear
-from app.domain.spec import Knob, KnobKind
+from app.domain.roster import Knob, KnobKind
 
 STEP_FRACTION = 0.2  # standard deviation of a move, as a fraction of the knob's range
 MAX_DRAWS = 20  # a numeric draw that rounds back to the current value is redrawn

@@ -15,7 +15,8 @@ from typing import Any
 
 from app.domain.digest import Digest
 from app.domain.leaderboard import Standing
-from app.domain.spec import AgentSpec, SearchSpec
+from app.domain.roster import AgentSpec
+from app.domain.spec import SearchSpec
 from app.domain.states import Label
 from app.domain.workbench import TrialRef
 

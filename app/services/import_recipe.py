@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from app.config import Settings
 from app.domain.admission import Check, RecipeTree, admit
-from app.domain.spec import SearchSpec, is_url
+from app.domain.fields import is_url
+from app.domain.spec import SearchSpec
 from app.domain.states import SearchStatus, TrialStatus
 from app.errors import InvalidSpec, NotFound
 from app.fingerprint import directory_digest

@@ -24,7 +24,8 @@ from app.domain.digest import DEFAULT_PREAMBLE, Digest, best_only, search_rules
 from app.domain.leaderboard import standings, visible_to_agents
 from app.domain.legality import glob_match
 from app.domain.proposals import Proposal, ProposalFailed, ProposalJob
-from app.domain.spec import AgentKind, Feedback, LLMMode
+from app.domain.roster import AgentKind, LLMMode
+from app.domain.spec import Feedback
 from app.domain.states import KEPT, Label, TrialStatus
 from app.errors import EditRejected
 from app.gitstore import GitStore

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, aliased
 from app.domain.digest import KEPT_SHOWN, TrialNote
 from app.domain.leaderboard import BASELINE_AGENT
 from app.domain.noise import spread
-from app.domain.spec import AgentKind
+from app.domain.roster import AgentKind
 from app.domain.states import Decision, Direction, Label
 from app.domain.workbench import TrialRef
 from app.store.models import Agent, Search, Trial

@@ -15,7 +15,7 @@ from enum import StrEnum
 from sqlalchemy import ColumnElement, Select, and_, false, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased, joinedload
 
-from app.domain.spec import NAME_PATTERN
+from app.domain.fields import NAME_PATTERN
 from app.domain.states import Label, TrialStatus
 from app.errors import NotFound
 from app.store.models import Agent, Event, Search, Trial
