@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -193,3 +194,16 @@ def test_a_rebased_session_becomes_a_child_of_the_trial_it_rebased_onto(
     assert trial.status == TrialStatus.READY
     assert trial.parent_id == baseline.id
     assert "-LR = 0.1\n+LR = 0.2" in trial.diff
+
+
+def test_the_expected_delta_an_agent_submits_is_stored_and_shown_beside_the_measured_one(
+    session: Session, world: tuple[Settings, Search], client: TestClient
+) -> None:
+    """Issue 16: `expected_delta` was asked for and dropped."""
+    settings, search = world
+
+    trial = propose(session, settings, search, "explorer")
+
+    assert trial.expected_delta == 0.02
+    assert client.get(f"/api/trials/{trial.id}").json()["expected_delta"] == 0.02
+    assert '<span id="expected">expected +0.02</span>' in client.get(f"/trials/{trial.id}").text

@@ -93,7 +93,7 @@ class LLMAgent:
                     {"role": "user", "content": f"That reply could not be used: {reason}"},
                 ]
                 continue
-            return Proposal(draft.hypothesis, diff, usage)
+            return Proposal(draft.hypothesis, diff, usage, expected_delta=draft.expected_delta)
         raise ProposalFailed(
             Label.PATCH_REJECTED,
             f"no usable reply in {MAX_REPLY_ATTEMPTS} attempts; last: {reason}",

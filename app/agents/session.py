@@ -135,6 +135,7 @@ def run_session(
                 usage,
                 parent_number=submission.parent_number,
                 transcript=transcript,
+                expected_delta=submission.expected_delta,
             )
     raise fail(Label.NO_SUBMISSION, f"no submission in {agent.max_turns} turns")
 

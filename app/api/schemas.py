@@ -95,6 +95,9 @@ class TrialSummaryOut(BaseModel):
     delta: float | None = Field(
         default=None, description="Improvement over the parent's score (positive is better)."
     )
+    expected_delta: float | None = Field(
+        default=None, description="The improvement the proposing agent expected, for calibration."
+    )
     metrics: dict[str, Any]
     wallclock_s: float | None = Field(
         default=None, description="Sandbox seconds of its training runs (every seed, preflight)."

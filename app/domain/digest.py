@@ -68,6 +68,7 @@ class TrialNote:
     log_tail: str = ""
     decision: str | None = None
     gain: float | None = None  # improvement over the baseline's score (positive is better)
+    expected_delta: float | None = None  # what its agent expected, beside the measured delta
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,8 @@ def _note(note: TrialNote, log_chars: int) -> str:
     delta = "" if note.delta is None else f" (improvement over parent {note.delta:+.4g})"
     if note.gain is not None:
         delta += f" (gain over the baseline {note.gain:+.4g})"
+    if note.expected_delta is not None:
+        delta += f" (its agent expected {note.expected_delta:+.4g})"
     line = (
         f"- trial {note.number} by {note.agent}: {outcome(note.label, note.decision)}, "
         f"score {score}{delta}: {note.hypothesis[:HYPOTHESIS_CHARS]}"

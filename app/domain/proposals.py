@@ -61,6 +61,7 @@ class Proposal:
     usage: Usage = Usage()
     parent_number: int | None = None  # set when the session rebased onto another trial
     transcript: Transcript | None = None
+    expected_delta: float | None = None  # the gain over the parent the agent expects
 
 
 class ProposalFailed(Exception):

@@ -78,6 +78,7 @@ class TrialRef:
     reason: str = ""
     log_tail: str = ""
     decision: str | None = None
+    expected_delta: float | None = None
 
 
 @dataclass

@@ -177,7 +177,7 @@ def record_proposal(
         trial.hypothesis = trial.hypothesis or "(no usable proposal)"
         _reject(session, trial, outcome.label, outcome.reason, actor)
         return
-    trial.hypothesis = outcome.hypothesis
+    trial.hypothesis, trial.expected_delta = outcome.hypothesis, outcome.expected_delta
     if outcome.parent_number is not None and outcome.parent_number != parent.number:
         rebased = session.scalar(
             select(Trial).where(

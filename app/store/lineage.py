@@ -40,6 +40,7 @@ def _as_seen(trial: Trial, agent: str | None) -> dict[str, Any]:
         "decision": trial.decision,
         "score": trial.score,
         "delta": trial.delta,
+        "expected_delta": trial.expected_delta,
         "reason": trial.label_reason or "",
         "log_tail": trial.log_tail if trial.label not in (None, Label.OK) else "",
     }

@@ -182,6 +182,9 @@ class Trial(Base):
     decision: Mapped[Decision | None] = mapped_column(StrEnumColumn(Decision, 24))
     label_reason: Mapped[str | None] = mapped_column(Text)
     score: Mapped[float | None] = mapped_column(Float)
+    expected_delta: Mapped[float | None] = mapped_column(
+        Float, doc="The gain over its parent the proposing agent expected (its own guess)."
+    )
     delta: Mapped[float | None] = mapped_column(
         Float, doc="Improvement over the parent's score (positive is better, by direction)."
     )
