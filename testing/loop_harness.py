@@ -120,7 +120,9 @@ def own_redis() -> Server:
     Never the machine's shared Redis: flushing a database number there would
     erase whatever someone else keeps in it.
     """
-    server = redis_server(Path(tempfile.mkdtemp(prefix="trialforge-redis-")))
+    root = Path(tempfile.mkdtemp(prefix="trialforge-redis-"))
+    server = redis_server(root)
+    server.scratch = root  # its folder goes with it at exit
     try:
         server.start()
     except RuntimeError as error:
