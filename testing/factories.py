@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.domain.ideas import idea_fingerprint
 from app.domain.labels import Verdict
 from app.domain.seeds import Execution
 from app.domain.spec import parse_spec
@@ -229,7 +230,7 @@ def give_commit(session: Session, search: Search, trial: Trial, diff: str = LOWE
         parent.commit_sha, diff, message=f"trial {trial.number}", ref=f"refs/trials/{trial.id}",
         protected=[],
     )  # fmt: skip
-    trial.diff = diff
+    trial.diff, trial.idea_hash = diff, idea_fingerprint(diff)  # as the proposal service does
     session.flush()
     return trial
 

@@ -7,12 +7,15 @@ HTTP status to fail with (the client must retry 429 and 5xx), tool calls, or
 a `Raw` body sent as it is (a broken endpoint: not JSON, the wrong shape).
 When an agent's queue is empty, `fallback(agent, n)` answers. Every request
 is kept, with the usage reported for it and the key it carried, so tests can
-read the prompts agents saw and which key went where.
+read the prompts agents saw and which key went where. Like a real prefix
+cache, it reports as cached the part of a prompt that repeats the start of
+the same agent's previous one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -47,6 +50,7 @@ class Exchange:
     prompt_tokens: int
     completion_tokens: int
     authorization: str = ""  # the request's Authorization header: which key it carried
+    cached_tokens: int = 0  # of prompt_tokens: the start it shares with the agent's last prompt
 
 
 class FakeLLM:
@@ -61,6 +65,7 @@ class FakeLLM:
         self._queues = {agent: deque(answers) for agent, answers in script.items()}
         self._fallback = fallback
         self._served: dict[str, int] = {}
+        self._last_prompt: dict[str, str] = {}
         self._lock = threading.Lock()
         self.exchanges: list[Exchange] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -95,6 +100,8 @@ class FakeLLM:
                 text = answer.body.decode(errors="replace")
             else:
                 text = answer if isinstance(answer, str) else json.dumps(answer)
+            shared = os.path.commonprefix([self._last_prompt.get(agent, ""), prompt])
+            self._last_prompt[agent] = prompt
             exchange = Exchange(
                 agent,
                 prompt,
@@ -103,6 +110,7 @@ class FakeLLM:
                 len(prompt) // 4 + 1,
                 len(text) // 4 + 1,
                 authorization,
+                len(shared) // 4,
             )
             self.exchanges.append(exchange)
         return answer, exchange
@@ -161,6 +169,7 @@ class FakeLLM:
                             "prompt_tokens": exchange.prompt_tokens,
                             "completion_tokens": exchange.completion_tokens,
                             "total_tokens": exchange.prompt_tokens + exchange.completion_tokens,
+                            "prompt_tokens_details": {"cached_tokens": exchange.cached_tokens},
                         },
                     },
                 )

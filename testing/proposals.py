@@ -12,15 +12,17 @@ from sqlalchemy.orm import Session
 from app.agents.llm import LLMAgent
 from app.config import Settings
 from app.domain.proposals import Proposal, ProposalFailed
+from app.domain.states import TrialStatus
 from app.gitstore import GitStore
 from app.services.propose import load_job, record_proposal
-from app.store.models import Trial
+from app.store.models import Search, Trial
+from testing.factories import add_trial
 
 
 def propose_through(session: Session, settings: Settings, trial: Trial) -> Trial:
     """Have the LLM agent propose `trial` (awaiting its proposal) and record the outcome."""
     session.commit()
-    job = load_job(session, trial.id)
+    job = load_job(session, trial.id, database_url=settings.resolved_database_url)
     assert job is not None, f"trial {trial.id} awaits no proposal"
     outcome: Proposal | ProposalFailed
     try:
@@ -31,6 +33,14 @@ def propose_through(session: Session, settings: Settings, trial: Trial) -> Trial
     session.commit()
     session.refresh(trial)
     return trial
+
+
+def propose_on_best(session: Session, settings: Settings, search: Search, agent: str) -> Trial:
+    """A new proposal of `agent` on the search's best, through `propose_through`."""
+    best = session.get(Trial, search.best_trial_id)
+    trial = add_trial(session, search, agent=agent, parent=best, label=None,
+                      status=TrialStatus.PROPOSED)  # fmt: skip
+    return propose_through(session, settings, trial)
 
 
 class Files:

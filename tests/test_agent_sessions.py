@@ -29,13 +29,13 @@ from app.services.import_recipe import create_search
 from app.store.models import Search, Trial
 from testing.factories import LOWER_LR, Recipe, add_trial, baseline_of, finish, spec_dict
 from testing.fake_llm import FakeLLM
-from testing.proposals import propose_through
+from testing.proposals import propose_on_best
 
 BOTH = {"paths": ["train.py", "model.py"], "brief": "Anything in the recipe."}
 SCRIPT: dict[str, list[Any]] = {
     "explorer": [
         [("list_files", {}), ("read_file", {"path": "train.py"})],
-        [("grep", {"pattern": "WIDTH"}), ("lineage", {})],
+        [("grep", {"pattern": "WIDTH"}), ("lineage", {}), ("lineage", {"page": 2})],
         [("trial", {"number": 1}), ("diff", {"a": 0, "b": 1})],
         [
             ("edit_file", {"path": "train.py", "search": "EPOCHS = 3", "replace": "EPOCHS = 6"}),
@@ -98,13 +98,6 @@ def world(
     return settings, search
 
 
-def propose(session: Session, settings: Settings, search: Search, agent: str) -> Trial:
-    best = session.get(Trial, search.best_trial_id)
-    trial = add_trial(session, search, agent=agent, parent=best, label=None,
-                      status=TrialStatus.PROPOSED)  # fmt: skip
-    return propose_through(session, settings, trial)
-
-
 def tool_names(trial: Trial) -> list[str]:
     return [call["name"] for e in trial.transcript or [] for call in e.get("tool_calls", [])]
 
@@ -114,7 +107,7 @@ def test_a_session_reads_inspects_edits_two_files_checks_and_submits(
 ) -> None:
     settings, search = world
 
-    trial = propose(session, settings, search, "explorer")
+    trial = propose_on_best(session, settings, search, "explorer")
 
     assert (trial.status, trial.label) == (TrialStatus.READY, None), trial.label_reason
     assert trial.hypothesis == "Train longer and wider."
@@ -122,12 +115,18 @@ def test_a_session_reads_inspects_edits_two_files_checks_and_submits(
     assert "LR = 0.05" in GitStore(Path(search.repo_path)).show_file(
         trial.commit_sha or "", "train.py"
     )
-    assert tool_names(trial) == ["list_files", "read_file", "grep", "lineage", "trial", "diff",
-                                 "edit_file", "edit_file", "check", "submit"]  # fmt: skip
+    assert tool_names(trial) == ["list_files", "read_file", "grep", "lineage", "lineage", "trial",
+                                 "diff", "edit_file", "edit_file", "check", "submit"]  # fmt: skip
     results = {e["name"]: e["content"] for e in trial.transcript or [] if e["role"] == "tool"}
+    summary, page_two = (e["content"] for e in trial.transcript or [] if e.get("name") == "lineage")
     assert "train.py (editable)" in results["list_files"]
     assert "model.py:1: WIDTH = 64" in results["grep"]
-    assert "Leaderboard" in results["lineage"] and "exploded 4" in results["lineage"]
+    # Page 1 is the prompt's own summary; the recorded trials, failures with logs, follow.
+    assert "# Leaderboard (agents)" in summary and "# How the best was reached" in summary
+    opening = "\n".join(str(m["content"]) for m in fake.exchanges[0].messages)
+    assert summary.endswith("(more: lineage(page=2), of 2)")
+    assert summary.removesuffix("\n(more: lineage(page=2), of 2)") in opening
+    assert "exploded 4" in page_two and "# Leaderboard" not in page_two
     assert "+LR = 0.05" in results["diff"]
     assert results["check"] == "ok: model.py, train.py compile"
     assert trial.tokens_in > 0 and trial.tokens_in == sum(
@@ -140,7 +139,7 @@ def test_the_first_message_carries_the_lineage_context(
 ) -> None:
     settings, search = world
 
-    propose(session, settings, search, "explorer")
+    propose_on_best(session, settings, search, "explorer")
 
     first = next(e for e in fake.exchanges if e.agent == "explorer").messages
     context = "\n".join(str(m["content"]) for m in first)
@@ -151,7 +150,7 @@ def test_the_first_message_carries_the_lineage_context(
     assert "# How the best was reached" in context and "Lower the learning rate." in context
     assert "# Recent failures" in context and "RuntimeError: exploded 4" in context
     assert "this direction looks saturated" in context  # its last five trials all crashed
-    assert "submit(hypothesis, expected_delta)" in context
+    assert "submit(hypothesis, expected_delta, notes)" in context
 
 
 def test_an_edit_outside_the_surface_is_refused_and_a_session_that_never_submits_is_labelled(
@@ -159,7 +158,7 @@ def test_an_edit_outside_the_surface_is_refused_and_a_session_that_never_submits
 ) -> None:
     settings, search = world
 
-    trial = propose(session, settings, search, "narrow")
+    trial = propose_on_best(session, settings, search, "narrow")
 
     assert (trial.status, trial.label) == (TrialStatus.FINISHED, Label.NO_SUBMISSION)
     assert "no submission in 3 turns" in (trial.label_reason or "")
@@ -175,7 +174,7 @@ def test_a_model_repeating_the_same_call_is_stopped(
 ) -> None:
     settings, search = world
 
-    trial = propose(session, settings, search, "looper")
+    trial = propose_on_best(session, settings, search, "looper")
 
     assert trial.label == Label.NO_SUBMISSION
     assert "repeated read_file" in (trial.label_reason or "")
@@ -189,7 +188,7 @@ def test_a_rebased_session_becomes_a_child_of_the_trial_it_rebased_onto(
     baseline = session.scalar(select(Trial).where(Trial.search_id == search.id, Trial.number == 0))
     assert baseline is not None
 
-    trial = propose(session, settings, search, "rebaser")
+    trial = propose_on_best(session, settings, search, "rebaser")
 
     assert trial.status == TrialStatus.READY
     assert trial.parent_id == baseline.id
@@ -202,7 +201,7 @@ def test_the_expected_delta_an_agent_submits_is_stored_and_shown_beside_the_meas
     """Issue 16: `expected_delta` was asked for and dropped."""
     settings, search = world
 
-    trial = propose(session, settings, search, "explorer")
+    trial = propose_on_best(session, settings, search, "explorer")
 
     assert trial.expected_delta == 0.02
     assert client.get(f"/api/trials/{trial.id}").json()["expected_delta"] == 0.02

@@ -15,9 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.domain.states import SearchStatus, TrialStatus
+from app.domain.spec import parse_spec
+from app.domain.states import Label, SearchStatus, TrialStatus
+from app.services.import_recipe import create_search
 from app.store.models import Search, Trial
-from testing.factories import Recipe, add_trial, seeded_search
+from testing.factories import Recipe, add_trial, baseline_of, finish, seeded_search, spec_dict
 
 EXTERNAL = re.compile(r"""(?:src|href)=["'](?:https?:)?//""")
 
@@ -165,3 +167,26 @@ def test_the_search_page_follows_trials_as_they_finish(
 
     assert crashes.format(2) in first
     assert crashes.format(3) in second
+
+
+def test_the_search_page_lists_the_keeps_agents_read_best_first_with_positive_gains(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    """The dashboard reads the same top-kept view as the prompt: decisions, not `ok`
+    labels, and gains by the metric's direction (a minimize search's are positive)."""
+    raw = spec_dict(recipe)
+    raw["evaluator"]["direction"] = "minimize"
+    search = create_search(session, parse_spec(raw), settings=settings, actor="test").search
+    baseline = finish(session, baseline_of(session, search), Label.OK, 0.50)
+    first = add_trial(session, search, agent="opt", parent=baseline, score=0.40)
+    add_trial(session, search, agent="arch", parent=first, score=0.45)  # worse: discarded
+    second = add_trial(session, search, agent="arch", parent=first, score=0.30)
+    session.commit()
+
+    page = client.get(f"/searches/{search.id}").text
+    table = page.split('<table class="grid" id="kept">')[1].split("</table>")[0]
+    rows = re.findall(r'<a href="/trials/(\d+)">(\d+)</a></td><td>(\w+)</td><td>([\d.]+)</td>'
+                      r"<td>([+-][\d.]+)</td>", table)  # fmt: skip
+
+    assert rows == [(str(second.id), "3", "arch", "0.3", "+0.2"),
+                    (str(first.id), "1", "opt", "0.4", "+0.1")]  # fmt: skip

@@ -156,7 +156,7 @@ def test_agents_are_told_the_same_gains(session: Session, lineage: Lineage) -> N
     prompt = "\n".join(m["content"] for m in build_messages(job.digest))
     assert "improvement over parent +0.2" in prompt
     assert "improvement over parent -0.1" in prompt
-    standing = {s.agent: s for s in job.leaderboard}
+    standing = {s.agent: s for s in job.digest.leaderboard}
     assert (standing["opt"].keeps, standing["arch"].keeps) == (1, 0)
 
 

@@ -6,7 +6,10 @@ top kept trials come best first with their gain over the baseline; what was
 tried from the parent has an outcome; recent activity spans the agents; the
 system message states the budgets, the keep rule with the measured noise
 floor, every label's meaning and the role's preamble; the saturation note is
-scaled to the noise floor; the first message stays bounded at 10,000 trials.
+scaled to the noise floor; the first message stays bounded at 10,000 trials;
+a failure repeated by many trials is shown once, naming them; the `lineage`
+tool's first page is the prompt's summary, within its cap however many keeps,
+and its later pages hold the recorded trials without repeating the summary.
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ from app.domain.digest import (
     Digest,
     TrialNote,
     build_messages,
+    lineage_sections,
     saturation,
 )
 from app.domain.leaderboard import LABEL_MEANINGS
 from app.domain.states import Decision, Direction, Label, TrialStatus
+from app.domain.workbench import OUTPUT_CHARS, TrialRef, Workbench
 from app.services.propose import load_job
 from app.store.models import Search, Trial
 from testing.factories import Recipe, add_trial, give_commit, seeded_search
+from testing.proposals import Files
 
 
 def prompt_of(session: Session, search: Search, parent: Trial) -> tuple[str, str]:
@@ -77,7 +83,8 @@ def test_the_system_message_states_the_rules_of_this_search(
     system, _ = prompt_of(session, search, best)
 
     assert "killed at 300s of wall-clock" in system
-    assert f"{1024**3} bytes of memory" in system and "at most 1000000 bytes" in system
+    assert "1 GiB (1,073,741,824 bytes) of memory" in system
+    assert "at most 976.6 KiB (1,000,000 bytes)" in system
     assert "Keep rule: a scored trial becomes the new best only if it is strictly better" in system
     for label, meaning in LABEL_MEANINGS.items():
         assert f"{label.value}: {meaning}" in system
@@ -139,3 +146,51 @@ def test_the_first_message_stays_bounded_at_ten_thousand_trials() -> None:
     assert "[... 9989 steps ...]" in user  # the best line's head and tail, not all of it
     assert "idea 9999" in user  # the newest history survives the trimming
     assert took < 2.0
+
+
+def digest_with(**sections: object) -> Digest:
+    parent = TrialNote(0, "baseline", "the recipe as imported", "ok", 0.5, decision="baseline")
+    fields: dict = dict(task="t", metric="val_acc", direction=Direction.MAXIMIZE, gates=[],
+                        agent="opt", brief="b", surface=["train.py"], protected=[],
+                        parent=parent, files={})  # fmt: skip
+    return Digest(**{**fields, **sections})
+
+
+def test_a_failure_many_trials_repeated_is_shown_once_naming_them() -> None:
+    oom = [TrialNote(n, "arch", f"wider {n} layers", "oom", None, reason="out of memory at "
+                     "4.0 GiB", decision="discard") for n in (3, 5, 8)]  # fmt: skip
+    crash = TrialNote(9, "opt", "a new loss", "crash", None, reason="NameError: lossf")
+
+    _, user = (m["content"] for m in build_messages(digest_with(recent_failures=[*oom, crash])))
+
+    failures = user.split("# Recent failures (all agents)\n")[1].split("\n\n")[0]
+    assert failures.count("out of memory at 4.0 GiB") == 1
+    assert "- trial 8 by arch: oom" in failures and "(also trials 3, 5)" in failures
+    assert "- trial 9 by opt: crash" in failures
+
+
+def test_the_lineage_tool_pages_the_summary_once_and_then_every_recorded_trial() -> None:
+    """With 30 keeps the old tool printed the whole best line on every page: no room was
+    left for a single recent trial."""
+    keeps = [TrialNote(n, "opt", f"keep number {n} " * 8, "ok", 0.5 + n / 100, delta=0.01,
+                       decision="keep", gain=n / 100) for n in range(1, 31)]  # fmt: skip
+    digest = digest_with(kept=list(reversed(keeps)), best_ancestry=keeps, best=keeps[-1])
+    refs = {n: TrialRef(n, "opt", f"idea {n}", "crash" if n % 2 else "ok", None, None,
+                        None, n - 1, log_tail=f"boom {n}") for n in range(1, 61)}  # fmt: skip
+    summary = "\n\n".join(lineage_sections(digest))
+    bench = Workbench(Files({"train.py": "x = 1\n"}), refs, refs[60], ["train.py"], [],
+                      summary=summary)  # fmt: skip
+
+    first, second, last = (bench.call("lineage", f'{{"page": {n}}}') for n in (1, 2, 7))
+    _, user = (m["content"] for m in build_messages(digest))
+
+    assert len(first) <= OUTPUT_CHARS and "[...cut]" not in first
+    assert first.removesuffix("\n(more: lineage(page=2), of 7)") == summary and summary in user
+    assert "[... 19 steps ...]" in first  # the best line's head and tail
+    assert "keep number 30" in first
+    assert "# How the best was reached" not in second and "keep number" not in second
+    assert [line.split(" by ")[0] for line in second.splitlines() if "trial" in line[:9]] == [
+        f"  trial {n}" for n in range(60, 50, -1)
+    ]
+    assert "boom 59" in second and "(more: lineage(page=3), of 7)" in second
+    assert "trial 1 by" in last and "(more:" not in last

@@ -122,4 +122,4 @@ def test_a_best_only_study_shows_agents_the_best_line_and_nothing_else(
     assert digest.parent.number == 0
     # Only the best line (the baseline, then trial 1, the one keep): nothing else is shared.
     assert {ref.number for ref in job.trials} == {0, 1}
-    assert job.best_line == (0, 1)
+    assert [note.number for note in digest.best_ancestry] == [1]

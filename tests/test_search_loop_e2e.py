@@ -113,8 +113,9 @@ SCRIPT: dict[str, list[Any]] = {
     # A 500 first (the client retries it), then a crash (early, so later prompts show it),
     # then an improvement.
     "arch": [500, CRASHES, WIDER],
-    # The same edit as opt's first, from the same baseline: a duplicate recipe.
-    # Then three unusable replies in a row: patch_rejected.
+    # The same edit as opt's first, from the same baseline: a duplicate recipe (told so
+    # before it is recorded when opt's is recorded first, a `duplicate` when not).
+    # Then unusable replies in a row: patch_rejected.
     "twin": [MORE_EPOCHS, GARBAGE, GARBAGE, GARBAGE],
 }
 
@@ -182,11 +183,16 @@ def test_a_search_runs_to_its_budget_and_learns_from_its_lineage(
         for expected in (
             Label.OK,
             Label.ILLEGAL_EDIT,
-            Label.DUPLICATE,
             Label.CRASH,
             Label.PATCH_REJECTED,
         ):
             assert expected in observed, (expected, labels, by_agent)
+        # No idea ran twice: the twin's repeat was refused, as a duplicate or to its face.
+        ran = [t.idea_hash for t in trials if t.idea_hash and t.label is not Label.DUPLICATE]
+        assert len(ran) == len(set(ran)), labels
+        twin = [e.prompt for e in fake.exchanges if e.agent == "twin"]
+        told = any("already tried as trial" in prompt for prompt in twin)
+        assert Label.DUPLICATE in observed or told, (labels, by_agent)
         crash = next(t for t in trials if t.label is Label.CRASH)
         assert "RuntimeError: diverged at step 3" in crash.log_tail
         # The best improves on the baseline, and descends from it through kept trials.

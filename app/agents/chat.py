@@ -40,6 +40,7 @@ class Reply:
     tool_calls: tuple[ToolCall, ...]
     tokens_in: int
     tokens_out: int
+    tokens_cached: int = 0  # of tokens_in, as the endpoint reports (OpenAI, vLLM)
 
     def as_message(self) -> dict[str, Any]:
         """The assistant message to send back with the rest of the conversation."""
@@ -82,9 +83,14 @@ class _Choice(_Read):
     message: _Message
 
 
+class _PromptDetails(_Read):
+    cached_tokens: int | None = Field(default=None, ge=0, le=TOKENS_MAX)
+
+
 class _Usage(_Read):
     prompt_tokens: int = Field(default=0, ge=0, le=TOKENS_MAX)
     completion_tokens: int = Field(default=0, ge=0, le=TOKENS_MAX)
+    prompt_tokens_details: _PromptDetails | None = None
 
 
 class _Completion(_Read):
@@ -126,4 +132,8 @@ def complete(client: openai.OpenAI, endpoint: str, **request: Any) -> Reply:
         ),
         tokens_in=usage.prompt_tokens,
         tokens_out=usage.completion_tokens,
+        # No more cached than sent, whatever the endpoint says.
+        tokens_cached=min(details.cached_tokens or 0, usage.prompt_tokens)
+        if (details := usage.prompt_tokens_details)
+        else 0,
     )

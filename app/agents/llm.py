@@ -28,13 +28,14 @@ from openai.types.chat import ChatCompletionMessageParam
 from app.agents.chat import EndpointFailed, complete
 from app.agents.files import parent_reader
 from app.agents.session import run_session
-from app.agents.usage import add_usage
+from app.agents.usage import add_usage, call_usage
 from app.config import Settings
 from app.domain.digest import build_messages
 from app.domain.edits import MalformedEdit, parse_reply, render_diff
 from app.domain.endpoints import NoEndpoint, endpoint_for
+from app.domain.ideas import idea_fingerprint, repeat_refusal
 from app.domain.legality import parse_diff
-from app.domain.proposals import Proposal, ProposalFailed, ProposalJob, Usage
+from app.domain.proposals import Proposal, ProposalFailed, ProposalJob, Usage, transcript_entry
 from app.domain.roster import AgentSpec, LLMMode
 from app.domain.states import Label
 from app.errors import EditRejected
@@ -60,6 +61,7 @@ class LLMAgent:
             return run_session(client, endpoint, job, store)
         read = parent_reader(store, job.parent_commit)
         messages = cast(list[ChatCompletionMessageParam], build_messages(job.digest))
+        transcript = [transcript_entry(m["role"], str(m.get("content", ""))) for m in messages]
         usage = Usage()
         reason = ""
         for attempt in range(1, MAX_REPLY_ATTEMPTS + 1):
@@ -73,13 +75,20 @@ class LLMAgent:
                     max_tokens=agent.max_output_tokens,
                 )
             except EndpointFailed as error:
-                raise ProposalFailed(Label.INFRA_ERROR, str(error), usage) from error
+                raise ProposalFailed(Label.INFRA_ERROR, str(error), usage, transcript) from error
             usage = add_usage(usage, reply, agent)
             text = reply.content
+            transcript.append(transcript_entry("assistant", text, usage=call_usage(reply, agent)))
             try:
                 draft = parse_reply(text)
                 diff = render_diff(draft.edits, read)
                 parse_diff(diff)
+                fingerprint = idea_fingerprint(diff)
+                refusal = fingerprint and repeat_refusal(
+                    job.tried(fingerprint), job.parent_number, job.spec.repeat_ideas
+                )
+                if refusal:
+                    raise MalformedEdit(f"{refusal}; propose a different idea")
             except (MalformedEdit, EditRejected) as error:
                 reason = str(error)
                 logger.info(
@@ -88,16 +97,26 @@ class LLMAgent:
                     attempt,
                     reason[:200],
                 )
+                retry = f"That reply could not be used: {reason}"
                 messages += [
                     {"role": "assistant", "content": text},
-                    {"role": "user", "content": f"That reply could not be used: {reason}"},
+                    {"role": "user", "content": retry},
                 ]
+                transcript.append(transcript_entry("user", retry))
                 continue
-            return Proposal(draft.hypothesis, diff, usage, expected_delta=draft.expected_delta)
+            return Proposal(
+                draft.hypothesis,
+                diff,
+                usage,
+                transcript=transcript,
+                expected_delta=draft.expected_delta,
+                notes=draft.notes,
+            )
         raise ProposalFailed(
             Label.PATCH_REJECTED,
             f"no usable reply in {MAX_REPLY_ATTEMPTS} attempts; last: {reason}",
             usage,
+            transcript,
         )
 
     def _client(self, agent: AgentSpec) -> tuple[openai.OpenAI, str]:

@@ -109,6 +109,9 @@ class TrialSummaryOut(BaseModel):
     isolated: bool | None
     tokens_in: int
     tokens_out: int
+    tokens_cached: int = Field(
+        description="Of tokens_in, those the endpoint served from its prompt cache."
+    )
     cost_usd: float
     attempts: int
     worker: str | None
@@ -128,8 +131,13 @@ class TrialOut(TrialSummaryOut):
 
     diff: str
     log_tail: str
+    notes: str | None = Field(
+        default=None, description="What the agent submitted beside its hypothesis."
+    )
     transcript: list[dict[str, Any]] | None = Field(
-        default=None, description="The agent session that proposed it, truncated per message."
+        default=None,
+        description="The agent's messages in full, in order: role, content, tool calls, and "
+        "for each model call its usage (tokens_in, tokens_out, tokens_cached).",
     )
 
 

@@ -16,9 +16,11 @@ from sqlalchemy import Executable, func, select
 from sqlalchemy.orm import Session
 
 from app.dashboard.charts import Bucket, Node
+from app.domain.digest import TrialNote
 from app.domain.leaderboard import BASELINE_AGENT, Standing, label_counts, standings
 from app.domain.spec import SearchSpec
 from app.domain.states import Direction, Label, TrialStatus
+from app.store.lineage import Notes
 from app.store.models import Agent, Search, Trial, TrialRollup
 from app.store.ordering import best_of
 from app.store.rollup import BLOCK, tallies
@@ -41,6 +43,8 @@ class SearchView:
     best_path_hidden: bool  # the best path is longer than the graph draws
     last_number: int
     labels: dict[str, int] = field(default_factory=dict)
+    # The top kept trials as the agents read them (`app.store.lineage`): (trial id, note).
+    kept: list[tuple[int, TrialNote]] = field(default_factory=list)
 
 
 def search_view(session: Session, search: Search) -> SearchView:
@@ -60,6 +64,18 @@ def search_view(session: Session, search: Search) -> SearchView:
         else []
     )
     counted = tallies(session, search)
+    baseline = session.scalar(
+        select(Trial.score).where(Trial.search_id == search.id, Trial.number == 0)
+    )
+    kept = Notes(session, search.id).kept(direction, baseline)
+    ids = {
+        number: trial_id
+        for number, trial_id in session.execute(
+            select(Trial.number, Trial.id).where(
+                Trial.search_id == search.id, Trial.number.in_([note.number for note in kept])
+            )
+        )
+    }
     return SearchView(
         search=search,
         spec=spec,
@@ -82,6 +98,7 @@ def search_view(session: Session, search: Search) -> SearchView:
         best_path_hidden=len(shown) == LINEAGE_BEST_STEPS,
         last_number=last,
         labels=label_counts(counted),
+        kept=[(ids[note.number], note) for note in kept],
     )
 
 

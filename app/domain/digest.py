@@ -5,8 +5,9 @@ the shared, measured lineage, failures included. The digest is a frozen
 snapshot of it, at least as rich as the paper's context: the best and the
 line that reached it (head and tail when long), a leaderboard of the top
 kept trials with their gain over the baseline, this agent's own trials, the
-other specialists' keeps, recent activity and failures across agents, what
-was already tried from the parent. The system message carries the rules of
+other specialists' keeps, recent activity and failures across agents (each
+failure once, naming the trials that repeated it), what was already tried
+from the parent and from the best. The system message carries the rules of
 this search: budgets, gates, the keep rule with the measured noise floor,
 what each label means, the agent's surface and its role's preamble.
 
@@ -37,8 +38,10 @@ SATURATION_TRIALS = 5  # an agent's last trials considered for the saturation no
 KEPT_SHOWN = 20  # top kept trials in the leaderboard section, as the paper's
 BEST_LINE_HEAD, BEST_LINE_TAIL = 3, 8  # steps of a long best line shown from each end
 SECTION_CHARS = {  # each section's own budget, before the whole message's bound
-    "kept": 4000,
-    "best line": 4000,
+    "leaderboard": 1200,
+    "kept": 3000,
+    "best line": 2500,
+    "best children": 1200,  # these four are also the `lineage` tool's page 1: under 8,000
     "recent": 4000,
     "own": 4000,
     "others": 3000,
@@ -89,6 +92,7 @@ class Digest:
     others_keeps: Sequence[TrialNote] = ()
     recent_failures: Sequence[TrialNote] = ()
     tried_from_parent: Sequence[TrialNote] = field(default_factory=tuple)
+    best_children: Sequence[TrialNote] = ()  # tried on the best, when it is not the parent
     leaderboard: Sequence[Standing] = ()
     kept: Sequence[TrialNote] = ()  # the top kept trials, best first, with their gain
     recent: Sequence[TrialNote] = ()  # the latest finished trials of every agent
@@ -100,10 +104,10 @@ class Digest:
 def search_rules(spec: SearchSpec, noise_sd: float | None) -> list[str]:
     """This search's budgets and keep rule, in the words the system prompt uses."""
     budget = spec.budgets.trial
-    cap = "none" if budget.artifact_max_bytes is None else f"{int(budget.artifact_max_bytes)} bytes"
+    cap = "none" if budget.artifact_max_bytes is None else _size(budget.artifact_max_bytes)
     rules = [
         f"Budget of each trial: the run command is killed at {budget.wallclock_s:g}s of "
-        f"wall-clock; {int(budget.memory)} bytes of memory (swap included), {budget.cpus:g} "
+        f"wall-clock; {_size(budget.memory)} of memory (swap included), {budget.cpus:g} "
         f"CPUs, {budget.gpus} GPUs; the artifact in /output may hold at most {cap}.",
     ]
     if budget.unit is not BudgetUnit.WALLCLOCK:
@@ -130,6 +134,15 @@ def search_rules(spec: SearchSpec, noise_sd: float | None) -> list[str]:
     return rules
 
 
+def _size(count: float) -> str:
+    """Bytes as a model reads them best: the exact count, and in binary units when large."""
+    exact = f"{int(count):,} bytes"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.4g} {unit} ({exact})"
+    return exact
+
+
 def best_only(digest: Digest) -> Digest:
     """The digest of the `best_only` control study: the best line, nothing else shared."""
     return replace(
@@ -138,6 +151,7 @@ def best_only(digest: Digest) -> Digest:
         others_keeps=(),
         recent_failures=(),
         tried_from_parent=(),
+        best_children=(),
         leaderboard=(),
         kept=(),
         recent=(),
@@ -198,21 +212,7 @@ def _user(digest: Digest, history: int, log_chars: int, file_chars: int) -> str:
     parts.append("# Parent trial (your edit applies to it)\n" + _note(digest.parent, 0))
     if digest.best is not None:
         parts.append("# Best so far\n" + _note(digest.best, 0))
-    if digest.leaderboard:
-        rows = [f"- {describe(standing)}" for standing in digest.leaderboard]
-        parts.append("# Leaderboard (agents)\n" + "\n".join(rows))
-    if digest.kept:
-        rows = [_note(n, 0) for n in digest.kept[:KEPT_SHOWN]]
-        parts.append(_section("# Top kept trials, best first (gain over the baseline)",
-                              rows, SECTION_CHARS["kept"]))  # fmt: skip
-    if digest.best_ancestry:
-        parts.append(
-            _section(
-                "# How the best was reached (from the baseline)",
-                _best_line(digest.best_ancestry),
-                SECTION_CHARS["best line"],
-            )  # fmt: skip
-        )
+    parts += lineage_sections(digest)
     sections = (
         ("# Recent activity (all agents, newest last)", digest.recent, 0, "recent"),
         ("# Your recent trials", digest.own_recent, log_chars, "own"),
@@ -222,12 +222,54 @@ def _user(digest: Digest, history: int, log_chars: int, file_chars: int) -> str:
     )
     for title, notes, logs, budget in sections:
         if notes:
-            rows = [_note(n, logs) for n in notes[-history:]]
+            latest = _once_each(notes[-history:]) if budget == "failures" else notes[-history:]
+            rows = [_note(n, logs) for n in latest]
             parts.append(_section(title, rows, SECTION_CHARS[budget], newest_last=True))
     for path, content in digest.files.items():
         shown = content if len(content) <= file_chars else content[:file_chars] + "\n[...cut]"
         parts.append(f"# File {path} (at the parent)\n```\n{shown}\n```")
     return "\n\n".join(parts)
+
+
+def lineage_sections(digest: Digest) -> list[str]:
+    """The lineage at a glance: the agents' leaderboard, the top kept trials, the line to
+    the best and what was tried on the best. The prompt opens with it and the `lineage`
+    tool's first page is it, so what a session reads twice says the same."""
+    parts = []
+    if digest.leaderboard:
+        rows = [f"- {describe(standing)}" for standing in digest.leaderboard]
+        parts.append(_section("# Leaderboard (agents)", rows, SECTION_CHARS["leaderboard"]))
+    if digest.kept:
+        rows = [_note(n, 0) for n in digest.kept[:KEPT_SHOWN]]
+        parts.append(_section("# Top kept trials, best first (gain over the baseline)",
+                              rows, SECTION_CHARS["kept"]))  # fmt: skip
+    if digest.best_ancestry:
+        steps = _best_line(digest.best_ancestry)
+        title = "# How the best was reached (from the baseline)"
+        parts.append(_section(title, steps, SECTION_CHARS["best line"]))
+    if digest.best_children:
+        rows = [_note(n, 0) for n in digest.best_children]
+        parts.append(_section("# Already tried on the best (do not repeat)", rows,
+                              SECTION_CHARS["best children"], newest_last=True))  # fmt: skip
+    return parts
+
+
+def _once_each(failures: Sequence[TrialNote]) -> list[TrialNote]:
+    """Failures with the same label and reason shown once, the newest, naming the others:
+    ten trials that hit one out-of-memory teach one lesson, not ten."""
+    groups: dict[tuple[str | None, str], list[TrialNote]] = {}
+    for note in failures:
+        reason = note.reason[:HYPOTHESIS_CHARS] or f"(trial {note.number})"
+        groups.setdefault((note.label, reason), []).append(note)
+    shown = []
+    for group in groups.values():
+        *older, newest = group
+        if older:
+            others = ", ".join(str(note.number) for note in older)
+            reason = f"{newest.reason[: HYPOTHESIS_CHARS // 2]} (also trials {others})"
+            newest = replace(newest, reason=reason)
+        shown.append(newest)
+    return sorted(shown, key=lambda note: note.number)
 
 
 def _section(title: str, rows: Sequence[str], chars: int, newest_last: bool = False) -> str:

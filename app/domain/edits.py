@@ -20,7 +20,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 HYPOTHESIS_MAX_CHARS = 2_000  # a trial's hypothesis as a model writes it (it is shown on pages)
@@ -32,14 +32,16 @@ PLACEHOLDERS = frozenset(
 )  # fmt: skip
 _WORD = re.compile(r"[^\W\d_]+")
 EDIT_MAX_CHARS = 500_000  # one proposal's whole diff
+NOTES_MAX_CHARS = 4_000  # what an agent adds beside its hypothesis
 REPLY_FORMAT = (
     'Reply with one JSON object and nothing else: {"hypothesis": "<one or two sentences: '
     'what you change and why it should improve the metric>", "expected_delta": <number>, '
+    '"notes": "<optional: caveats, what to try next>", '
     '"edits": [{"path": "<file>", "search": "<exact text, copied from the file, that occurs '
     'once>", "replace": "<new text>"}, ...]}. An edit with an empty "search" creates a new '
     'file. Instead of search/replace you may give {"diff": "<unified diff>"}. The '
-    f"hypothesis is at most {HYPOTHESIS_MAX_CHARS} characters, the whole edit at most "
-    f"{EDIT_MAX_CHARS}."
+    f"hypothesis is at most {HYPOTHESIS_MAX_CHARS} characters, the notes {NOTES_MAX_CHARS}, "
+    f"the whole edit {EDIT_MAX_CHARS}. Edited Python files must compile."
 )
 NO_NEWLINE = "\\ No newline at end of file\n"
 _FENCE = re.compile(r"```(?:json)?\s*\n(.*?)\n```", re.DOTALL)
@@ -69,6 +71,7 @@ class Draft:
     hypothesis: str
     edits: tuple[Edit, ...]
     expected_delta: float | None = None
+    notes: str | None = None
 
 
 def parse_reply(text: str) -> Draft:
@@ -108,7 +111,13 @@ def _draft(value: dict[str, object]) -> Draft:
                 f'edits[{index}] needs string "path", "search" and "replace" (or a "diff")'
             )
         edits.append(Replace(path.strip(), search, replace))
-    return Draft(hypothesis, tuple(edits), finite_delta(value.get("expected_delta")))
+    notes = value.get("notes")
+    return Draft(
+        hypothesis,
+        tuple(edits),
+        finite_delta(value.get("expected_delta")),
+        checked_notes(notes if isinstance(notes, str) else None),
+    )
 
 
 def checked_hypothesis(text: str) -> str:
@@ -127,6 +136,32 @@ def checked_hypothesis(text: str) -> str:
             f"and the effect you expect on the metric (at least {HYPOTHESIS_MIN_WORDS} words)"
         )
     return hypothesis
+
+
+def checked_notes(text: str | None) -> str | None:
+    """An agent's notes, stripped (None when empty); `MalformedEdit` when past the cap."""
+    notes = (text or "").strip()
+    if len(notes) > NOTES_MAX_CHARS:
+        raise MalformedEdit(f"the notes are {len(notes)} characters; at most {NOTES_MAX_CHARS}")
+    return notes or None
+
+
+def compile_problems(files: Mapping[str, str]) -> list[str]:
+    """What stops the edited files from running at all: Python that does not compile.
+
+    The one check before a proposal may take a sandbox run: a session's
+    `check` and `submit`, and every single-shot reply, ask it.
+    """
+    problems = []
+    for path, content in sorted(files.items()):
+        if path.endswith(".py"):
+            try:
+                compile(content, path, "exec", dont_inherit=True)
+            except (SyntaxError, ValueError) as error:  # ValueError: a NUL byte in the source
+                line = getattr(error, "lineno", None)
+                message = getattr(error, "msg", None) or str(error)
+                problems.append(f"{path}:{line or '?'}: {message}")
+    return problems
 
 
 def finite_delta(value: object) -> float | None:
@@ -151,7 +186,8 @@ def render_diff(edits: Sequence[Edit], read: Callable[[str], str | None]) -> str
     """One unified diff for all `edits`; `read(path)` gives the parent's file or None.
 
     Search/replace edits to one file apply in order, each to the result of the
-    previous one; raw diffs are passed through for git to apply.
+    previous one; raw diffs are passed through for git to apply. Files that
+    would not compile are refused here, not after a sandbox run.
     """
     after: dict[str, str] = {}
     before: dict[str, str | None] = {}
@@ -175,6 +211,9 @@ def render_diff(edits: Sequence[Edit], read: Callable[[str], str | None]) -> str
     diff = "".join(parts + raw)
     if not diff.strip():
         raise MalformedEdit("the edits change nothing: every replacement equals its search text")
+    problems = compile_problems(after)
+    if problems:
+        raise MalformedEdit("the edited files do not compile: " + "; ".join(problems))
     return checked_edit(diff)
 
 

@@ -26,7 +26,7 @@ LABEL_MEANINGS: dict[Label, str] = {
     Label.OK: "it ran and was scored (kept only if it also became the best)",
     Label.PATCH_REJECTED: "the edit could not be applied or parsed",
     Label.ILLEGAL_EDIT: "the edit touched a file outside the surface or a protected path",
-    Label.DUPLICATE: "this exact recipe was already tried; it did not run",
+    Label.DUPLICATE: "this recipe or this idea (elsewhere) was already tried; it did not run",
     Label.NO_SUBMISSION: "the session ended without submitting an edit",
     Label.PREFLIGHT_CRASH: "the cheap preflight failed, so the full run never started",
     Label.CRASH: "the run exited with an error (or the evaluator found its output invalid)",

@@ -2,7 +2,8 @@
 
 `ProposalJob` is a snapshot of everything an agent needs (its spec, the
 parent commit, the lineage digest, what its tools may show), taken so the
-agent runs with no database session open however long the model takes. An
+agent runs with no database session open however long the model takes; its
+one port back to the store, `tried`, opens a short session of its own. An
 agent returns a `Proposal` or raises `ProposalFailed` with the label the
 trial gets; tokens and cost travel with both.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from app.domain.digest import Digest
-from app.domain.leaderboard import Standing
+from app.domain.ideas import IdeaLookup, nothing_tried
 from app.domain.roster import AgentSpec
 from app.domain.spec import SearchSpec
 from app.domain.states import Label
@@ -37,11 +38,10 @@ class ProposalJob:
     parent_number: int = 0
     # For a combiner: (agent, parent commit, commit) of recent keeps not in the parent's line.
     keeps: tuple[tuple[str, str, str], ...] = ()
-    # For a tool-using session: the recorded trials its tools may show, the best line,
-    # and the leaderboard (the digest's, so the prompt and the tools agree).
+    # For a tool-using session: the recorded trials its tools may show.
     trials: tuple[TrialRef, ...] = ()
-    best_line: tuple[int, ...] = ()
-    leaderboard: tuple[Standing, ...] = ()
+    # The one question an agent may ask the store mid-proposal: was this idea tried?
+    tried: IdeaLookup = nothing_tried
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,28 @@ class Usage:
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
+    tokens_cached: int = 0  # of tokens_in, served from the endpoint's prompt cache
 
 
 Transcript = list[dict[str, Any]]
+
+
+def transcript_entry(
+    role: str,
+    content: str,
+    tool_calls: list[dict[str, str]] | None = None,
+    name: str = "",
+    usage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One message of an agent's transcript, in full: an auditor reads what the model read."""
+    entry: dict[str, Any] = {"role": role, "content": content}
+    if tool_calls:
+        entry["tool_calls"] = tool_calls
+    if name:
+        entry["name"] = name
+    if usage is not None:
+        entry["usage"] = usage
+    return entry
 
 
 @dataclass(frozen=True)
@@ -62,6 +81,7 @@ class Proposal:
     parent_number: int | None = None  # set when the session rebased onto another trial
     transcript: Transcript | None = None
     expected_delta: float | None = None  # the gain over the parent the agent expects
+    notes: str | None = None  # what the agent adds beside its hypothesis
 
 
 class ProposalFailed(Exception):

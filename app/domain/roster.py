@@ -142,6 +142,13 @@ class AgentSpec(StrictModel):
         default=0.0, ge=0, le=MAX_USD_PER_MTOK, description="For the cost budget."
     )
     price_out_usd_per_mtok: float = Field(default=0.0, ge=0, le=MAX_USD_PER_MTOK)
+    price_cached_in_usd_per_mtok: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_USD_PER_MTOK,
+        description="For input tokens the endpoint reports as served from its prompt cache; "
+        "default: the input price.",
+    )
     mode: LLMMode = Field(
         default=LLMMode.SESSION,
         description="session: a tool-using session per proposal; single: one prompt, one reply "

@@ -200,6 +200,11 @@ class Feedback(StrEnum):
     BEST_ONLY = "best_only"  # only the best trial and how it was reached
 
 
+class RepeatIdeas(StrEnum):
+    REFUSE = "refuse"  # an idea already tried (the same changed lines) is a duplicate anywhere
+    ALLOW = "allow"  # an idea may be re-tried on a new parent; only an identical recipe is not
+
+
 class SearchSpec(StrictModel):
     name: SearchName
     description: str = ""
@@ -220,6 +225,11 @@ class SearchSpec(StrictModel):
     feedback: Feedback = Field(
         default=Feedback.FULL,
         description="What agents see of the lineage: full, or best_only (a control study).",
+    )
+    repeat_ideas: RepeatIdeas = Field(
+        default=RepeatIdeas.REFUSE,
+        description="An idea already tried (the same changed lines, on any parent): refuse it "
+        "as a duplicate, or allow it again on a new parent.",
     )
 
     @model_validator(mode="before")

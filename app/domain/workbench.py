@@ -25,16 +25,21 @@ from typing import Any, Protocol
 
 from app.domain.edits import (
     HYPOTHESIS_MAX_CHARS,
+    NOTES_MAX_CHARS,
     MalformedEdit,
     checked_edit,
     checked_hypothesis,
+    checked_notes,
+    compile_problems,
     file_diff,
     finite_delta,
     replace_once,
 )
-from app.domain.leaderboard import Standing, describe, outcome
+from app.domain.ideas import IdeaLookup, idea_fingerprint, nothing_tried, repeat_refusal
+from app.domain.leaderboard import outcome
 from app.domain.legality import FileChange, check_paths, glob_match
 from app.domain.regex import compile_linear
+from app.domain.spec import RepeatIdeas
 from app.domain.states import KEPT
 from app.errors import EditRejected, NotFound
 
@@ -87,6 +92,7 @@ class Submission:
     diff: str
     parent_number: int
     expected_delta: float | None
+    notes: str | None = None
 
 
 @dataclass
@@ -96,11 +102,14 @@ class Workbench:
     base: TrialRef  # the trial the edit applies to; `rebase` changes it
     surface: Sequence[str]
     protected: Sequence[str]
-    best_line: Sequence[int] = ()  # numbers from the baseline to the best
-    leaderboard: Sequence[Standing] = ()  # the digest's: the prompt and the tools agree
+    # The digest's lineage sections (leaderboard, top keeps, the best line and what was
+    # tried on the best), rendered once: the prompt and the tools say the same.
+    summary: str = ""
     scratch: dict[str, str] = field(default_factory=dict)  # path -> new content
     submission: Submission | None = None
     out_of_time: Callable[[], bool] = _never  # the session's deadline, asked by long tools
+    tried: IdeaLookup = nothing_tried  # the store's answer to "was this idea tried?"
+    repeat_ideas: RepeatIdeas = RepeatIdeas.REFUSE
 
     def call(self, name: str, arguments: str) -> str:
         """Run one tool call; a bad call is answered with its error, never raised."""
@@ -120,6 +129,11 @@ class Workbench:
         except NotFound as error:
             return f"error: {error.message}"
         return output if len(output) <= OUTPUT_CHARS else output[:OUTPUT_CHARS] + "\n[...cut]"
+
+    def state(self) -> tuple[int, int]:
+        """What the tools' answers depend on: the base and the edits made so far. The same
+        call twice in one state is a loop; after an edit it is new work."""
+        return self.base.number, hash(frozenset(self.scratch.items()))
 
     def _tools(self) -> dict[str, Callable[..., str]]:
         return {
@@ -194,20 +208,25 @@ class Workbench:
         return f"edited {path}" if exists else f"created {path}"
 
     def lineage(self, page: int = 1) -> str:
-        lines = ["Leaderboard:"] + [f"  {describe(standing)}" for standing in self.leaderboard]
-        lines.append("Best line (baseline to best):")
-        lines += [_line(self.trials[n]) for n in self.best_line if n in self.trials]
+        """Page 1: the summary the prompt opened with; later pages: the recorded trials,
+        newest first, with failure excerpts. No page repeats another's rows."""
+        page = max(page, 1)
         recent = sorted(self.trials, reverse=True)
-        first = (max(page, 1) - 1) * LINEAGE_PAGE
-        lines.append(f"Recent trials, page {max(page, 1)} (newest first):")
+        pages = 1 + -(-len(recent) // LINEAGE_PAGE)
+        more = f"(more: lineage(page={page + 1}), of {pages})" if page < pages else ""
+        if page == 1:
+            summary = self.summary or "(no trial measured yet)"
+            return f"{summary}\n{more}" if more else summary
+        first = (page - 2) * LINEAGE_PAGE
+        lines = [f"Recorded trials, page {page} of {pages} (newest first):"]
         for number in recent[first : first + LINEAGE_PAGE]:
             ref = self.trials[number]
             lines.append(_line(ref))
             if ref.label not in (None, "ok") and ref.log_tail:
                 lines.append("    log: " + ref.log_tail[-300:].replace("\n", "\n    "))
-        if first + LINEAGE_PAGE < len(recent):
-            lines.append(f"(more: lineage(page={max(page, 1) + 1}))")
-        return "\n".join(lines)
+        if len(lines) == 1:
+            lines.append(f"  (no trials on this page; there are {pages} pages)")
+        return "\n".join([*lines, more] if more else lines)
 
     def trial(self, number: int) -> str:
         ref = self._known(number)
@@ -235,32 +254,53 @@ class Workbench:
         return f"now editing on trial {number}; {dropped} edited file(s) dropped"
 
     def check(self) -> str:
+        """The check `submit` runs, and what the lineage knows of the idea."""
         if not self.scratch:
             return "nothing edited yet"
-        problems = []
-        for path, content in sorted(self.scratch.items()):
-            if path.endswith(".py"):
-                try:
-                    compile(content, path, "exec")
-                except SyntaxError as error:
-                    problems.append(f"{path}:{error.lineno}: {error.msg}")
+        problems = compile_problems(self.scratch)
         edited = ", ".join(sorted(self.scratch))
-        return ("problems:\n" + "\n".join(problems)) if problems else f"ok: {edited} compile"
+        verdict = ("problems:\n" + "\n".join(problems)) if problems else f"ok: {edited} compile"
+        fingerprint = idea_fingerprint(self._diff())
+        tried = self.tried(fingerprint) if fingerprint else None
+        if tried is not None:
+            refusal = repeat_refusal(tried, self.base.number, self.repeat_ideas)
+            verdict += f"\nthis idea was already tried as {tried.describe()}" + (
+                "; submit would refuse it" if refusal else "; it may run again on this parent"
+            )
+        return verdict
 
-    def submit(self, hypothesis: str, expected_delta: float | None = None) -> str:
-        diff = "".join(
+    def submit(
+        self, hypothesis: str, expected_delta: float | None = None, notes: str | None = None
+    ) -> str:
+        diff = self._diff()
+        try:
+            checked = checked_hypothesis(hypothesis)
+            checked_edit(diff)
+            kept_notes = checked_notes(notes)
+        except MalformedEdit as error:
+            return f"refused: {error}. Nothing was submitted."
+        problems = compile_problems(self.scratch)
+        if problems:
+            shown = "\n".join(problems)
+            return f"refused: the check found problems; fix them and submit again:\n{shown}"
+        fingerprint = idea_fingerprint(diff)
+        refusal = (
+            repeat_refusal(self.tried(fingerprint), self.base.number, self.repeat_ideas)
+            if fingerprint
+            else None
+        )
+        if refusal is not None:
+            return f"refused: {refusal}. Try a different idea; nothing was submitted."
+        expected = finite_delta(expected_delta)
+        self.submission = Submission(checked, diff, self.base.number, expected, kept_notes)
+        return "submitted" if diff else "submitted an empty edit"
+
+    def _diff(self) -> str:
+        return "".join(
             file_diff(path, self._original(path), content)
             for path, content in sorted(self.scratch.items())
             if content != self._original(path)
         )
-        try:
-            checked = checked_hypothesis(hypothesis)
-            checked_edit(diff)
-        except MalformedEdit as refusal:
-            return f"refused: {refusal}. Nothing was submitted."
-        expected = finite_delta(expected_delta)
-        self.submission = Submission(checked, diff, self.base.number, expected)
-        return "submitted" if diff else "submitted an empty edit"
 
     def _original(self, path: str) -> str | None:
         try:
@@ -327,18 +367,24 @@ TOOLS: list[dict[str, Any]] = [
     _function("edit_file", "Replace one exact, unique snippet of a file in your scratch copy "
               "(an empty search creates a new file).",
               {"path": _STR, "search": _STR, "replace": _STR}, ["path", "search", "replace"]),
-    _function("lineage", "The shared results: leaderboard, the best line, recent trials "
-              "with labels, improvements and failure excerpts (paged).", {"page": _INT}, []),
+    _function("lineage", "The shared results. Page 1: leaderboard, top kept trials, the line "
+              "to the best and what was tried on it; pages 2 on: every recorded trial, newest "
+              "first, with outcomes and failure excerpts.", {"page": _INT}, []),
     _function("trial", "One recorded trial: hypothesis, outcome, diff, log tail.",
               {"number": _INT}, ["number"]),
     _function("diff", "The diff between two recorded trials.", {"a": _INT, "b": _INT},
               ["a", "b"]),
     _function("rebase", "Start over from another kept trial (drops your edits).",
               {"number": _INT}, ["number"]),
-    _function("check", "Check your edited files (Python files must compile).", {}, []),
-    _function("submit", "Submit your edit as this trial; ends the session. The hypothesis "
-              f"is at most {HYPOTHESIS_MAX_CHARS} characters.",
-              {"hypothesis": _STR, "expected_delta": {"type": "number"}}, ["hypothesis"]),
+    _function("check", "Check your edited files (Python files must compile) and whether the "
+              "idea was already tried.", {}, []),
+    _function("submit", "Submit your edit as this trial; ends the session. It runs the check "
+              "first and refuses an edit with problems or an idea already tried. hypothesis: "
+              f"the mechanism and its expected effect (at most {HYPOTHESIS_MAX_CHARS} "
+              "characters); expected_delta: the improvement over the parent you expect; "
+              f"notes: optional caveats or what to try next (at most {NOTES_MAX_CHARS}).",
+              {"hypothesis": _STR, "expected_delta": {"type": "number"}, "notes": _STR},
+              ["hypothesis"]),
 ]  # fmt: skip
 _PARAMETERS: dict[str, dict[str, Any]] = {
     tool["function"]["name"]: tool["function"]["parameters"] for tool in TOOLS

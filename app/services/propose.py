@@ -4,9 +4,10 @@
 an agent needs (`app.domain.proposals.ProposalJob`) so the agent runs with
 no database session open, however long the model takes. `record_proposal`
 turns the agent's diff into a trial commit (legality enforced by the git
-store), refuses an edit whose recipe (its git tree) was already tried in the
-search as `duplicate`, and labels a rejected edit so the next proposals
-learn from it. Tokens and cost are stored whatever happened.
+store), refuses as `duplicate` an edit whose recipe (its git tree) or whose
+idea (its changed lines, `app.domain.ideas`) was already tried in the
+search, and labels a rejected edit so the next proposals learn from it.
+Tokens and cost are stored whatever happened.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from app.agents import AGENTS
 from app.config import Settings
 from app.db import session_scope
 from app.domain.digest import DEFAULT_PREAMBLE, Digest, best_only, search_rules
+from app.domain.ideas import (
+    IdeaLookup,
+    TriedIdea,
+    idea_fingerprint,
+    nothing_tried,
+    repeat_refusal,
+)
 from app.domain.leaderboard import standings, visible_to_agents
 from app.domain.legality import glob_match
 from app.domain.proposals import Proposal, ProposalFailed, ProposalJob
@@ -32,7 +40,7 @@ from app.gitstore import GitStore
 from app.services.hosts import leased, worker_name
 from app.store import events
 from app.store.clock import db_now
-from app.store.lineage import Notes, noise_floor, workbench_view
+from app.store.lineage import Notes, noise_floor, tried_idea, workbench_view
 from app.store.models import Search, Trial
 from app.store.rollup import tallies
 from app.store.transitions import claim_proposal
@@ -56,7 +64,7 @@ def propose(settings: Settings, trial_id: int) -> int | None:
     url, worker = settings.resolved_database_url, worker_name()
     with session_scope(url) as session:
         claimed = claim_proposal(session, trial_id, worker)
-        job = load_job(session, trial_id) if claimed else None
+        job = load_job(session, trial_id, database_url=url) if claimed else None
     if job is None:
         logger.info("proposal.skipped trial_id=%s (no longer awaiting a proposal)", trial_id)
         return None
@@ -75,8 +83,22 @@ def propose(settings: Settings, trial_id: int) -> int | None:
     return job.search_id
 
 
-def load_job(session: Session, trial_id: int) -> ProposalJob | None:
-    """The job for a trial awaiting its proposal; None if it no longer awaits one."""
+def _idea_lookup(url: str, search_id: int, trial_id: int) -> IdeaLookup:
+    def tried(fingerprint: str) -> TriedIdea | None:
+        with session_scope(url) as session:
+            return tried_idea(session, search_id, fingerprint, exclude_id=trial_id)
+
+    return tried
+
+
+def load_job(
+    session: Session, trial_id: int, *, database_url: str | None = None
+) -> ProposalJob | None:
+    """The job for a trial awaiting its proposal; None if it no longer awaits one.
+
+    With `database_url`, the job can ask the store whether an idea was tried
+    (`ProposalJob.tried`, a short session of its own); without, it knows none.
+    """
     trial = session.get(Trial, trial_id)
     if trial is None or trial.status != TrialStatus.PROPOSED or trial.parent_id is None:
         return None
@@ -89,6 +111,7 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
     store = GitStore(Path(search.repo_path))
     notes = Notes(session, search.id)
     best = session.get(Trial, search.best_trial_id) if search.best_trial_id else None
+    best_line = ancestry(session, best.id) if best is not None else []
     baseline_score = session.scalar(
         select(Trial.score).where(Trial.search_id == search.id, Trial.number == 0)
     )
@@ -109,7 +132,7 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
         parent=notes.one(parent),
         files=_surface_files(store, parent.commit_sha, agent.surface.editable),
         best=notes.one(best) if best is not None else None,
-        best_ancestry=notes.many(ancestry(session, best.id)[1:]) if best is not None else (),
+        best_ancestry=notes.many(best_line[1:]),
         own_recent=notes.query(
             Trial.agent_id == trial.agent_id, Trial.status == TrialStatus.FINISHED
         ),
@@ -121,6 +144,9 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
         tried_from_parent=notes.query(
             Trial.parent_id == parent.id, Trial.id != trial.id, Trial.label.is_not(None)
         ),
+        best_children=notes.query(Trial.parent_id == best.id, Trial.label.is_not(None))
+        if best is not None and best.id != parent.id
+        else (),
         leaderboard=board,
         kept=notes.kept(spec.evaluator.direction, baseline_score),
         recent=notes.query(Trial.status == TrialStatus.FINISHED),
@@ -129,11 +155,8 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
         noise_floor=noise_floor(session, search),
     )
     limited = spec.feedback == Feedback.BEST_ONLY
-    refs, best_line = (
-        workbench_view(session, search, best, limited)
-        if agent.mode == LLMMode.SESSION
-        else ((), ())
-    )
+    session_mode = agent.mode == LLMMode.SESSION
+    refs = workbench_view(session, search, best_line, limited) if session_mode else ()
     return ProposalJob(
         trial_id=trial.id,
         number=trial.number,
@@ -147,8 +170,9 @@ def load_job(session: Session, trial_id: int) -> ProposalJob | None:
         parent_number=parent.number,
         keeps=notes.unmerged_keeps(parent) if agent.kind == AgentKind.COMBINER else (),
         trials=refs,
-        best_line=best_line,
-        leaderboard=() if limited else board,
+        tried=nothing_tried
+        if database_url is None
+        else _idea_lookup(database_url, search.id, trial.id),
     )
 
 
@@ -165,6 +189,7 @@ def record_proposal(
     trial.transcript = outcome.transcript
     trial.tokens_in += outcome.usage.tokens_in
     trial.tokens_out += outcome.usage.tokens_out
+    trial.tokens_cached += outcome.usage.tokens_cached
     trial.cost_usd += outcome.usage.cost_usd
     if trial.status != TrialStatus.PROPOSED or (worker is not None and trial.worker != worker):
         session.flush()  # cancelled or reaped meanwhile: keep the cost, drop the edit
@@ -178,6 +203,7 @@ def record_proposal(
         _reject(session, trial, outcome.label, outcome.reason, actor)
         return
     trial.hypothesis, trial.expected_delta = outcome.hypothesis, outcome.expected_delta
+    trial.notes = outcome.notes
     if outcome.parent_number is not None and outcome.parent_number != parent.number:
         rebased = session.scalar(
             select(Trial).where(
@@ -223,6 +249,13 @@ def record_proposal(
         reason = f"this exact recipe was already tried as trial {twin}"
         _reject(session, trial, Label.DUPLICATE, reason, actor)
         return
+    trial.idea_hash = idea_fingerprint(trial.diff)
+    if trial.idea_hash is not None:
+        earlier = tried_idea(session, trial.search_id, trial.idea_hash, exclude_id=trial.id)
+        refusal = repeat_refusal(earlier, parent.number, spec.repeat_ideas)
+        if refusal is not None:
+            _reject(session, trial, Label.DUPLICATE, refusal, actor)
+            return
     trial.status, trial.worker = TrialStatus.READY, None  # the proposal's lease ends here
     events.record(
         session,

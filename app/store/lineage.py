@@ -11,14 +11,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from app.domain.digest import KEPT_SHOWN, TrialNote
-from app.domain.leaderboard import BASELINE_AGENT
+from app.domain.ideas import TriedIdea
+from app.domain.leaderboard import BASELINE_AGENT, outcome
 from app.domain.noise import spread
 from app.domain.roster import AgentKind
-from app.domain.states import Decision, Direction, Label
+from app.domain.states import Decision, Direction, Label, TrialStatus
 from app.domain.workbench import TrialRef
 from app.store.models import Agent, Search, Trial
 from app.store.ordering import best_first
@@ -122,6 +123,36 @@ class Notes:
         )
 
 
+def tried_idea(
+    session: Session, search_id: int, fingerprint: str, exclude_id: int | None = None
+) -> TriedIdea | None:
+    """The earliest trial of this search that tried the idea (ran it, or runs it now).
+
+    Trials that never measured it do not count: a duplicate refused before its
+    run, a cancelled one, an infra error (our failure, not the idea's).
+    """
+    parent = aliased(Trial)
+    twins = (
+        Trial.search_id == search_id,
+        Trial.idea_hash == fingerprint,
+        Trial.id != (exclude_id or 0),
+        Trial.status != TrialStatus.CANCELLED,
+        or_(Trial.label.is_(None), Trial.label.not_in([Label.DUPLICATE, Label.INFRA_ERROR])),
+    )
+    first = session.execute(
+        select(Trial.number, parent.number, Trial.label, Trial.decision)
+        .outerjoin(parent, Trial.parent_id == parent.id)
+        .where(*twins)
+        .order_by(Trial.number)
+        .limit(1)
+    ).first()
+    if first is None:
+        return None
+    number, parent_number, label, decision = first
+    kept = session.scalar(select(func.count()).where(*twins, Trial.decision == Decision.KEEP))
+    return TriedIdea(number, parent_number, outcome(label, decision), kept=bool(kept))
+
+
 def noise_floor(session: Session, search: Search) -> float | None:
     """A change smaller than this is noise: the baseline's spread over seeds when measured,
     else the spread of the search's latest scores (the metric's own scale)."""
@@ -140,12 +171,11 @@ def noise_floor(session: Session, search: Search) -> float | None:
 
 
 def workbench_view(
-    session: Session, search: Search, best: Trial | None, limited: bool
-) -> tuple[tuple[TrialRef, ...], tuple[int, ...]]:
-    """The recorded trials a session's tools may show (the latest ones and the best line;
-    only the best line in the `best_only` control study), and the best line's numbers."""
+    session: Session, search: Search, best_line: list[int], limited: bool
+) -> tuple[TrialRef, ...]:
+    """The recorded trials a session's tools may show: the latest ones and the best line
+    (`best_line`: its trial ids; only it in the `best_only` control study)."""
     parent = aliased(Trial)
-    best_line = ancestry(session, best.id) if best is not None else []
     recent = select(Trial.id).where(Trial.search_id == search.id)
     latest = recent.order_by(Trial.number.desc()).limit(0 if limited else VISIBLE_TRIALS)
     wanted = set(session.scalars(latest))
@@ -155,13 +185,8 @@ def workbench_view(
         .outerjoin(parent, Trial.parent_id == parent.id)
         .where(Trial.id.in_(wanted | set(best_line)), _visible())
     )
-    refs = {
-        trial.id: TrialRef(
-            **_as_seen(trial, agent), commit=trial.commit_sha, parent_number=parent_number
-        )
+    refs = [
+        TrialRef(**_as_seen(trial, agent), commit=trial.commit_sha, parent_number=parent_number)
         for trial, agent, parent_number in rows
-    }
-    return (
-        tuple(sorted(refs.values(), key=lambda ref: ref.number)),
-        tuple(refs[i].number for i in best_line if i in refs),
-    )
+    ]
+    return tuple(sorted(refs, key=lambda ref: ref.number))

@@ -8,6 +8,8 @@ queries: trials by search and score, by agent, by label, by status, by parent.
 
 from __future__ import annotations
 
+import json
+import zlib
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -21,6 +23,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -72,6 +75,20 @@ class StrEnumColumn(TypeDecorator[E]):
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
         return None if value is None else self.enum(value)
+
+
+class CompressedJSON(TypeDecorator[Any]):
+    """JSON stored zlib-compressed: a whole agent session (a 50 KB first message, every
+    tool result) is kept in full at a fraction of its size, and read back as it was."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
+        return None if value is None else zlib.compress(json.dumps(value).encode(), 6)
+
+    def process_result_value(self, value: bytes | None, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(zlib.decompress(value))
 
 
 ROLLUP_COLUMNS = (
@@ -158,6 +175,7 @@ class Trial(Base):
         Index("ix_trial_search_label", "search_id", "label"),
         Index("ix_trial_search_status", "search_id", "status"),
         Index("ix_trial_search_edit", "search_id", "edit_hash"),
+        Index("ix_trial_search_idea", "search_id", "idea_hash"),
         # Covers every per-search aggregate the dashboard draws, so they read no table rows.
         Index("ix_trial_rollup", *ROLLUP_COLUMNS),
     )
@@ -175,6 +193,9 @@ class Trial(Base):
     commit_sha: Mapped[str | None] = mapped_column(String(64))
     edit_hash: Mapped[str | None] = mapped_column(
         String(64), doc="The tree the edit produced: equal for two edits that do the same."
+    )
+    idea_hash: Mapped[str | None] = mapped_column(
+        String(64), doc="Its changed lines (app.domain.ideas): equal for one idea on two parents."
     )
 
     status: Mapped[TrialStatus] = mapped_column(StrEnumColumn(TrialStatus, 16))
@@ -202,7 +223,14 @@ class Trial(Base):
         String(64), doc="The evaluator and data digest this trial was scored with."
     )
     transcript: Mapped[list[dict[str, Any]] | None] = mapped_column(
-        JSON, doc="The agent session that proposed it: messages and tool calls, truncated."
+        "transcript_z",
+        CompressedJSON,
+        deferred=True,  # read on a trial's own page and in the export, never in lists
+        doc="The agent's messages in full (every prompt, reply, tool call and result), "
+        "with each model call's usage.",
+    )
+    notes: Mapped[str | None] = mapped_column(
+        Text, doc="What the agent added to its hypothesis: caveats, what to try next."
     )
     image: Mapped[str | None] = mapped_column(Text)
     image_digest: Mapped[str | None] = mapped_column(String(128))
@@ -210,6 +238,9 @@ class Trial(Base):
 
     tokens_in: Mapped[int] = mapped_column(Integer, default=0)
     tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_cached: Mapped[int] = mapped_column(
+        Integer, default=0, doc="Of tokens_in, those the endpoint served from its prompt cache."
+    )
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
 
     attempts: Mapped[int] = mapped_column(Integer, default=0)
