@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         default=Backend.AUTO,
         description="docker, local (NOT isolated) or auto (Docker when it answers).",
     )
+    docker_runtime: str | None = Field(
+        default=None,
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$",  # empty (as compose passes it): unset
+        description="The OCI runtime of trial and evaluator containers, e.g. runsc (gVisor: "
+        "a kernel of its own between the trial and the host's); default: the daemon's.",
+    )
     api_token: SecretStr | None = Field(
         default=None, description="When set, every write to the API needs `Bearer <token>`."
     )

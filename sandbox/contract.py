@@ -60,6 +60,9 @@ class RunRequest:
     limits: Limits
     env: Mapping[str, str] = field(default_factory=dict)
     owner: str = ""  # the worker holding the trial's lease: a sweep tells attempts apart by it
+    # /output's size while the trial runs: a write past it fails inside the sandbox (the
+    # Docker runner's volume of this size); None: no cap.
+    output_cap_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class RunResult:
     image_digest: str | None  # the image id the trial actually ran on
     isolated: bool  # False for the local runner: no network or filesystem isolation
     infra_error: str | None  # our failure, not the trial's; retry, don't label
+    output_full: bool = False  # the trial wrote past `output_cap_bytes`: its writes failed
+    removed: tuple[str, ...] = ()  # links, FIFOs, devices taken out of /output before use
 
 
 @dataclass(frozen=True)

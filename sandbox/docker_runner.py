@@ -7,6 +7,18 @@ processes. Only /output is writable. The evaluator runs in a second container
 that mounts the trial's output read-only, so the trial never sees the
 evaluator or the held-out data, and cannot forge its score.
 
+With an artifact cap, /output is a tmpfs volume of the cap's size (plus one
+page): a write past it fails inside the sandbox with ENOSPC and the host's
+disk never holds more. Its pages count against the trial's memory limit. A
+small holder container keeps the volume mounted once the trial exits, and
+its files are copied out through the holder, regular files only. Without a
+cap, /output is a bind mount. Either way no link, FIFO or device leaves the
+sandbox (`sandbox.artifacts`).
+
+With a `runtime` (runsc, gVisor's), trial and evaluator containers run on a
+kernel of their own in user space: a kernel exploit in the trial meets
+gVisor, not the host, and the host's paths no longer show in mountinfo.
+
 Lifecycle, every time: create -> start -> wait (our deadline, then kill) ->
 logs -> remove, removal in `finally`. Containers carry the label
 `trialforge.trial=<id>` so `sweep` finds what a killed worker left behind.
@@ -18,9 +30,10 @@ from __future__ import annotations
 
 import logging
 import os
+import tarfile
 import time
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from pathlib import Path
 from typing import Literal
@@ -29,9 +42,10 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
+from docker.models.volumes import Volume
 from docker.types import DeviceRequest, LogConfig, Mount
 
-from sandbox.artifacts import directory_bytes
+from sandbox.artifacts import directory_bytes, extract_archive, removed_notice, scrub
 from sandbox.contract import (
     DATA_ENV,
     DATA_MOUNT,
@@ -63,8 +77,11 @@ OOM_EXIT_CODE = 137  # 128 + SIGKILL, what the init process reports for an OOM k
 # prints forever cannot fill the host's disk while it runs.
 DAEMON_LOG_MAX_SIZE = "1m"
 DAEMON_LOG_FILES = "2"
+OUTPUT_SLACK_BYTES = 4096  # past the cap: a trial that tried to write more shows as more
+HOLD_COMMAND = "exec sleep 2147483647"  # the holder only keeps the output volume mounted
+HOLD_LIMITS = Limits(wallclock_s=0.0, memory_bytes=32 * 1024**2, cpus=0.05, pids=4)
 
-Role = Literal["run", "eval"]
+Role = Literal["run", "eval", "hold"]
 _DOCKER_ERRORS = (DockerException, requests.exceptions.RequestException)
 
 
@@ -99,9 +116,16 @@ class DockerRunner:
 
     isolated = True
 
-    def __init__(self, client: docker.DockerClient | None = None, namespace: str = "") -> None:
-        """`namespace` separates installations sharing a daemon: sweeps see only their own."""
-        self.namespace = namespace
+    def __init__(
+        self,
+        client: docker.DockerClient | None = None,
+        namespace: str = "",
+        runtime: str | None = None,
+    ) -> None:
+        """`namespace` separates installations sharing a daemon: sweeps see only their own.
+        `runtime`: the OCI runtime of trial and evaluator containers (e.g. runsc for gVisor;
+        None: the daemon's default). An unknown one fails every run as an infra error."""
+        self.namespace, self.runtime = namespace, runtime
         try:
             self._client = client or docker.from_env()
         except DockerException as error:
@@ -122,13 +146,18 @@ class DockerRunner:
             limits=request.limits,
             owner=request.owner,
         )
+        cap = request.output_cap_bytes
         try:
             # Our own uid, or nobody's when we are root, must be able to write /output.
             if os.getuid() == 0:
                 os.chown(request.output_dir, NOBODY, NOBODY)
-            exited = self._execute(spec)
+            if cap is None:
+                exited = self._execute(spec)
+                removed = scrub(request.output_dir)
+            else:
+                exited, removed = self._execute_capped(spec, request.output_dir, cap)
             artifact_bytes = directory_bytes(request.output_dir)
-        except (*_DOCKER_ERRORS, OSError) as error:
+        except (*_DOCKER_ERRORS, OSError, tarfile.TarError) as error:
             return RunResult(
                 exit_code=None,
                 oom_killed=False,
@@ -146,11 +175,44 @@ class DockerRunner:
             timed_out=exited.timed_out,
             wallclock_s=exited.wallclock_s,
             artifact_bytes=artifact_bytes,
-            log_tail=exited.log_tail,
+            log_tail=exited.log_tail + removed_notice(removed),
             image_digest=exited.image_digest,
             isolated=True,
             infra_error=None,
+            output_full=cap is not None and artifact_bytes > cap,
+            removed=tuple(removed),
         )
+
+    def _execute_capped(
+        self, spec: _Container, output_dir: Path, cap: int
+    ) -> tuple[_Exited, list[str]]:
+        """Run `spec` with /output on a tmpfs volume of `cap` bytes; copy its plain files
+        into `output_dir` through a holder container; what was left out."""
+        uid, gid = _container_user().split(":")
+        volume = self._client.volumes.create(
+            driver="local",
+            driver_opts={"type": "tmpfs", "device": "tmpfs",
+                         "o": f"size={cap + OUTPUT_SLACK_BYTES},uid={uid},gid={gid},mode=0700"},
+            labels=self._labels(spec),
+        )  # fmt: skip
+        try:
+            held = _volume(volume.name, read_only=True)
+            hold = replace(spec, role="hold", command=HOLD_COMMAND, mounts=(held,),
+                           env={}, limits=HOLD_LIMITS)  # fmt: skip
+            holder = self._create(hold)
+            try:
+                holder.start()
+                recipe = spec.mounts[0]
+                exited = self._execute(
+                    replace(spec, mounts=(recipe, _volume(volume.name, read_only=False)))
+                )
+                chunks, _ = holder.get_archive(OUTPUT_MOUNT)
+                removed = extract_archive(chunks, output_dir, prefix=OUTPUT_MOUNT.strip("/"))
+            finally:
+                _remove(holder, hold)
+        finally:
+            _remove(volume, spec)
+        return exited, removed
 
     def evaluate(self, request: EvalRequest) -> EvalResult:
         mounts = [
@@ -202,13 +264,13 @@ class DockerRunner:
     def live_trials(self) -> dict[int, set[str]]:
         # ignore_removed: a container its own worker removes while we list it is gone, not
         # an error (docker-py inspects each listed container and would raise NotFound).
-        containers = self._client.containers.list(
-            all=True, ignore_removed=True, filters={"label": [TRIAL_LABEL, self._scope]}
-        )
+        filters = {"label": [TRIAL_LABEL, self._scope]}
+        containers = self._client.containers.list(all=True, ignore_removed=True, filters=filters)
+        volumes = self._client.volumes.list(filters=filters)  # capped outputs
         live: dict[int, set[str]] = {}
-        for container in containers:
-            owners = live.setdefault(int(container.labels[TRIAL_LABEL]), set())
-            owners.add(container.labels.get(OWNER_LABEL, ""))
+        for labels in [c.labels for c in containers] + [v.attrs["Labels"] or {} for v in volumes]:
+            owners = live.setdefault(int(labels[TRIAL_LABEL]), set())
+            owners.add(labels.get(OWNER_LABEL, ""))
         return live
 
     @property
@@ -247,6 +309,22 @@ class DockerRunner:
                     container.short_id,
                     container.labels.get(OWNER_LABEL, ""),
                 )
+            # Then the capped outputs' volumes, free once their containers are gone.
+            for volume in self._client.volumes.list(filters=filters):
+                labels = volume.attrs["Labels"] or {}
+                if owners is not None and labels.get(OWNER_LABEL, "") not in owners:
+                    continue
+                try:
+                    volume.remove(force=True)
+                except NotFound:
+                    continue
+                removed += 1
+                logger.info(
+                    "sandbox.sweep.removed trial_id=%s volume=%s owner=%s",
+                    labels.get(TRIAL_LABEL),
+                    volume.name,
+                    labels.get(OWNER_LABEL, ""),
+                )
         return removed
 
     def _execute(self, spec: _Container) -> _Exited:
@@ -276,6 +354,14 @@ class DockerRunner:
         finally:
             _remove(container, spec)
 
+    def _labels(self, spec: _Container) -> dict[str, str]:
+        return {
+            TRIAL_LABEL: str(spec.trial_id),
+            ROLE_LABEL: spec.role,
+            NAMESPACE_LABEL: self.namespace,
+            OWNER_LABEL: spec.owner,
+        }
+
     def _create(self, spec: _Container) -> Container:
         limits = spec.limits
         device_requests = (
@@ -301,12 +387,9 @@ class DockerRunner:
             nano_cpus=int(limits.cpus * 1e9),
             init=True,
             device_requests=device_requests,
-            labels={
-                TRIAL_LABEL: str(spec.trial_id),
-                ROLE_LABEL: spec.role,
-                NAMESPACE_LABEL: self.namespace,
-                OWNER_LABEL: spec.owner,
-            },
+            # The holder runs only our `sleep`: it needs no second kernel.
+            runtime=None if spec.role == "hold" else self.runtime,
+            labels=self._labels(spec),
             log_config=LogConfig(
                 type=LogConfig.types.JSON,
                 config={"max-size": DAEMON_LOG_MAX_SIZE, "max-file": DAEMON_LOG_FILES},
@@ -348,25 +431,29 @@ def _logs(container: Container, *, stdout: bool, stderr: bool) -> str:
     return tail.text()
 
 
-def _remove(container: Container, spec: _Container) -> None:
+def _remove(thing: Container | Volume, spec: _Container) -> None:
+    """Remove a container or a volume of `spec`'s trial, whatever state it is in."""
+    kind = "volume" if isinstance(thing, Volume) else "container"
+    name = thing.name if isinstance(thing, Volume) else thing.short_id
     try:
-        container.remove(force=True)
+        thing.remove(force=True)
     except _DOCKER_ERRORS as error:
         # Deliberate: the result is already decided; `sweep` removes it later by label.
         logger.error(
-            "sandbox.container.remove_failed trial_id=%s role=%s container=%s error=%s",
-            spec.trial_id,
-            spec.role,
-            container.short_id,
-            error,
-        )
+            "sandbox.%s.remove_failed trial_id=%s role=%s name=%s error=%s",
+            kind, spec.trial_id, spec.role, name, error,
+        )  # fmt: skip
         return
     logger.info(
-        "sandbox.container.removed trial_id=%s role=%s container=%s",
-        spec.trial_id,
-        spec.role,
-        container.short_id,
+        "sandbox.%s.removed trial_id=%s role=%s name=%s", kind, spec.trial_id, spec.role, name
     )
+
+
+def _volume(name: str, *, read_only: bool) -> Mount:
+    """A named volume at /output; no copy of the image's own /output into it (that would
+    also copy the image directory's owner and mode onto the volume)."""
+    return Mount(target=OUTPUT_MOUNT, source=name, type="volume", read_only=read_only,
+                 no_copy=True)  # fmt: skip
 
 
 def _container_user() -> str:

@@ -17,7 +17,11 @@ nobody mistakes these results for contained ones. What it does bound:
   by a dead worker; its SIGXCPU is reported as a deadline overrun;
 - processes: RLIMIT_NPROC, which Linux counts per user, so it is set to the
   user's current count plus `pids`; root is exempt from it;
-- file size: RLIMIT_FSIZE of `FILE_MAX_BYTES` per file.
+- file size: RLIMIT_FSIZE of `FILE_MAX_BYTES` per file (no cap on /output as a whole:
+  only the Docker runner has one).
+
+Links, FIFOs and devices the trial left in its output are removed before
+anything reads it, as on Docker (`sandbox.artifacts.scrub`).
 
 What it can tell about memory: an allocation past RLIMIT_AS fails instead of
 being killed, so a Python trial dies with `MemoryError`, recognised as the
@@ -48,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from sandbox.artifacts import directory_bytes
+from sandbox.artifacts import directory_bytes, removed_notice, scrub
 from sandbox.contract import (
     DATA_ENV,
     OUTPUT_ENV,
@@ -107,6 +111,7 @@ class LocalRunner:
         )
         log_tail = exited.log.text(header=UNISOLATED_NOTICE)
         try:
+            removed = scrub(request.output_dir)
             artifact_bytes = directory_bytes(request.output_dir)
         except OSError as error:
             return RunResult(
@@ -126,10 +131,11 @@ class LocalRunner:
             timed_out=exited.timed_out,
             wallclock_s=exited.wallclock_s,
             artifact_bytes=artifact_bytes,
-            log_tail=log_tail,
+            log_tail=log_tail + removed_notice(removed),
             image_digest=None,
             isolated=False,
             infra_error=None,
+            removed=tuple(removed),
         )
 
     def evaluate(self, request: EvalRequest) -> EvalResult:

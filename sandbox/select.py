@@ -43,8 +43,9 @@ def resolve(backend: Backend) -> tuple[Backend, docker.DockerClient | None]:
     return Backend.DOCKER, client
 
 
-def make_runner(backend: Backend, namespace: str = "") -> Runner:
-    """The runner for `backend`; `namespace` keeps installations sharing a host apart.
+def make_runner(backend: Backend, namespace: str = "", runtime: str | None = None) -> Runner:
+    """The runner for `backend`; `namespace` keeps installations sharing a host apart, and
+    `runtime` names the Docker runtime of trial and evaluator containers (e.g. runsc).
 
     An explicit `docker` with no daemon still gives the Docker runner: its
     trials then fail as `infra_error` (retried), never silently unisolated.
@@ -53,4 +54,4 @@ def make_runner(backend: Backend, namespace: str = "") -> Runner:
     if chosen is Backend.LOCAL:
         logger.warning("sandbox.local_runner: %s", UNISOLATED_WARNING)
         return LocalRunner(namespace)
-    return DockerRunner(client, namespace=namespace)
+    return DockerRunner(client, namespace=namespace, runtime=runtime or None)

@@ -116,6 +116,20 @@ def docker_client() -> Iterator[docker.DockerClient]:
     client.close()
 
 
+GVISOR = "runsc"
+
+
+@pytest.fixture(scope="session")
+def gvisor_runtime(docker_client: docker.DockerClient) -> str:
+    """gVisor's runtime, registered with the daemon (.ci/docker.sh does it)."""
+    if GVISOR not in docker_client.info().get("Runtimes", {}):
+        reason = f"the Docker daemon has no {GVISOR} runtime; run .ci/docker.sh"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return GVISOR
+
+
 @pytest.fixture(scope="session")
 def sandbox_image(docker_client: docker.DockerClient) -> str:
     """The sandbox image tag, built offline (about 40 s) when it is missing."""

@@ -96,6 +96,20 @@ CASES: list[tuple[str, RunResult, EvalResult | None, Label, float | None, str]] 
         "2001 bytes, over the 2000-byte cap",
     ),
     (
+        "size_failure: writes past the output cap failed, and the run crashed on them",
+        replace(
+            CLEAN_RUN,
+            exit_code=1,
+            output_full=True,
+            artifact_bytes=2001,
+            log_tail="OSError: [Errno 28] No space left on device\n",
+        ),
+        None,
+        Label.SIZE_FAILURE,
+        None,
+        "wrote past its 2000-byte output cap (the writes failed in the sandbox)",
+    ),  # fmt: skip
+    (
         "size at the cap is fine",
         replace(CLEAN_RUN, artifact_bytes=2000),
         PASSING,

@@ -38,7 +38,7 @@ MAX_BACKOFF_S = 30.0  # the longest the scheduler waits between tries of an unav
 @cache
 def runner() -> Runner:
     """This process's runner, chosen once (`sandbox.select`)."""
-    return make_runner(settings.sandbox_backend, settings.namespace)
+    return make_runner(settings.sandbox_backend, settings.namespace, settings.docker_runtime)
 
 
 def _runs_trials() -> bool:

@@ -78,11 +78,17 @@ def run_verdict(run: RunResult, budget: TrialBudget) -> Verdict | None:
         return Verdict(
             Label.OOM, None, f"out of memory: exceeded its {int(budget.memory)}-byte limit"
         )
+    cap = budget.artifact_max_bytes
+    if run.output_full and cap is not None:  # its writes failed; a crash that follows is that
+        return Verdict(
+            Label.SIZE_FAILURE,
+            None,
+            f"wrote past its {int(cap)}-byte output cap (the writes failed in the sandbox)",
+        )
     if run.exit_code != 0:
         return Verdict(
             Label.CRASH, None, f"exited with code {run.exit_code}{_last_lines(run.log_tail)}"
         )
-    cap = budget.artifact_max_bytes
     if cap is not None and run.artifact_bytes > cap:
         return Verdict(
             Label.SIZE_FAILURE,

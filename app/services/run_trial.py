@@ -101,6 +101,9 @@ def execute(
             logger.error("execution.export_failed trial_id=%s error=%s", trial_id, error)
             return Execution(Verdict(Label.INFRA_ERROR, None, f"cannot export {commit}: {error}"))
 
+        artifact_cap = spec.budgets.trial.artifact_max_bytes
+        cap = None if artifact_cap is None else int(artifact_cap)
+
         def run_command(command: str, limits: Limits, into: Path) -> RunResult:
             into.mkdir(exist_ok=True)
             return runner.run(
@@ -113,6 +116,7 @@ def execute(
                     limits=limits,
                     env=env,
                     owner=owner,
+                    output_cap_bytes=cap,
                 )
             )
 

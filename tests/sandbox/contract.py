@@ -9,6 +9,7 @@ A subclass provides the `runner`, `image` and `leftovers` fixtures.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -83,7 +84,9 @@ class Harness:
     def data(self) -> Path:
         return self.root / "data"
 
-    def run(self, script: str, limits: Limits = LIMITS) -> RunResult:
+    def run(
+        self, script: str, limits: Limits = LIMITS, output_cap_bytes: int | None = None
+    ) -> RunResult:
         (self.recipe / "train.py").write_text(textwrap.dedent(script))
         request = RunRequest(
             trial_id=self.trial_id,
@@ -93,6 +96,7 @@ class Harness:
             output_dir=self.output,
             limits=limits,
             env={"LEARNING_RATE": "0.1"},
+            output_cap_bytes=output_cap_bytes,
         )
         return self.runner.run(request)
 
@@ -206,6 +210,52 @@ class RunnerContract:
 
         assert result.exit_code == 0
         assert result.artifact_bytes == 3 * MiB + 1000
+
+    @pytest.mark.parametrize("cap", [None, 4 * MiB], ids=["uncapped", "capped"])
+    def test_no_link_fifo_or_socket_in_output_reaches_the_evaluator(
+        self, harness: Harness, cap: int | None
+    ) -> None:
+        """Issue 17: the evaluator followed a symlink planted in /output and read the
+        held-out data through it. Only regular files and directories leave the trial."""
+        result = harness.run(
+            """
+            import os, socket
+            out = os.environ["TRIALFORGE_OUTPUT"]
+            os.symlink("/data/heldout_labels.txt", os.path.join(out, "model.bin"))
+            os.makedirs(os.path.join(out, "ckpt"))
+            os.symlink("/", os.path.join(out, "ckpt", "root"))
+            os.symlink("/data", os.path.join(out, "data"))
+            os.mkfifo(os.path.join(out, "pipe"))
+            socket.socket(socket.AF_UNIX).bind(os.path.join(out, "sock"))
+            with open(os.path.join(out, "ckpt", "weights.bin"), "wb") as f:
+                f.write(b"w" * 100)
+            """,
+            output_cap_bytes=cap,
+        )
+        seen = harness.evaluate(
+            """
+            import json, os, stat
+            out = os.environ["TRIALFORGE_OUTPUT"]
+            kinds = {}
+            for directory, dirs, files in os.walk(out):
+                for name in dirs + files:
+                    path = os.path.join(directory, name)
+                    mode = os.lstat(path).st_mode
+                    plain = "file" if stat.S_ISREG(mode) else "other"
+                    kinds[os.path.relpath(path, out)] = "dir" if stat.S_ISDIR(mode) else plain
+            print(json.dumps(kinds))
+            print(json.dumps({"entries": len(kinds)}))
+            """
+        )
+
+        assert result.exit_code == 0, result.log_tail
+        entries = json.loads(seen.log_tail.strip().splitlines()[-2])
+        assert entries == {"ckpt": "dir", "ckpt/weights.bin": "file"}
+        assert "symlink model.bin -> /data/heldout_labels.txt" in result.removed
+        # (The FIFO and the socket never reach the host's disk under gVisor: nothing to remove.)
+        assert "symlink ckpt/root -> /" in result.removed
+        assert "removed from /output before anything read it" in result.log_tail
+        assert result.artifact_bytes == 100
 
     def test_the_log_tail_stays_bounded_when_a_trial_prints_megabytes(
         self, harness: Harness

@@ -119,3 +119,19 @@ def test_a_sweep_never_touches_another_installations_containers(
         theirs.reload()  # still there
     finally:
         theirs.remove(force=True)
+
+
+def test_a_runtime_the_daemon_does_not_know_fails_the_run_as_ours_and_leaves_nothing(
+    docker_client: docker.DockerClient, sandbox_image: str, trial_id: int, tmp_path: Path
+) -> None:
+    """TRIALFORGE_DOCKER_RUNTIME names a runtime this daemon lacks: every run is an
+    infra_error naming it (retried, never the trial's), and no container is left."""
+    harness = Harness.create(
+        DockerRunner(docker_client, runtime="no-such-runtime"), sandbox_image, trial_id, tmp_path
+    )
+
+    result = harness.run("print('never runs')")
+
+    assert result.exit_code is None and "no-such-runtime" in (result.infra_error or "")
+    labelled = {"label": f"{TRIAL_LABEL}={trial_id}"}
+    assert docker_client.containers.list(all=True, filters=labelled) == []

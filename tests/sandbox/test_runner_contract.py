@@ -6,6 +6,7 @@ exactly as the Docker runner does, so a worker can swap one for the other.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from sandbox import Backend, Runner
 from sandbox.docker_runner import TRIAL_LABEL, DockerRunner
 from sandbox.local_runner import LOCAL_TRIAL_ENV, LocalRunner
-from tests.sandbox.contract import RunnerContract
+from tests.sandbox.contract import Harness, RunnerContract
 
 
 @pytest.mark.docker
@@ -40,6 +41,29 @@ class TestDockerRunner(RunnerContract):
             )
 
         return containers_of
+
+
+class TestGvisorRunner(TestDockerRunner):
+    """The Docker runner with gVisor's runtime (TRIALFORGE_DOCKER_RUNTIME=runsc) keeps the
+    whole contract, and the trial no longer sees the host's paths."""
+
+    @pytest.fixture
+    def runner(self, docker_client: docker.DockerClient, gvisor_runtime: str) -> Runner:
+        return DockerRunner(docker_client, runtime=gvisor_runtime)
+
+    def test_the_trial_runs_on_gvisors_kernel_and_sees_no_host_path(self, harness: Harness) -> None:
+        result = harness.run(
+            """
+            import json
+            sources = [line.split(" - ")[1] for line in open("/proc/self/mountinfo")]
+            print(json.dumps({"kernel": open("/proc/version").read(), "sources": sources}))
+            """
+        )
+
+        seen = json.loads(result.log_tail.splitlines()[-1])
+        assert result.exit_code == 0, result.log_tail
+        assert "gVisor" in seen["kernel"] or "4.4.0" in seen["kernel"]
+        assert not any(str(harness.root) in source for source in seen["sources"])
 
 
 class TestLocalRunner(RunnerContract):

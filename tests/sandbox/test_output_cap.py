@@ -1,0 +1,101 @@
+"""A trial's /output is capped while it runs, on the Docker runner (issue 17).
+
+Invariants: with an artifact cap, a write past it fails inside the sandbox
+(ENOSPC), so the host never holds more than the cap (a trial that wrote 20 GB
+and deleted it before exiting filled the host's disk before); the trial is
+marked as having filled its output; what stays within the cap is copied out
+whole; nothing of the capped output (its volume, its holder) outlives the run,
+and a sweep removes what a dead worker left of it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import docker
+import pytest
+
+from sandbox.artifacts import directory_bytes
+from sandbox.docker_runner import NAMESPACE_LABEL, OUTPUT_SLACK_BYTES, TRIAL_LABEL, DockerRunner
+from tests.sandbox.contract import Harness, MiB
+
+pytestmark = pytest.mark.docker
+CAP = 2 * MiB
+
+WRITE_UNTIL_FULL = """
+import errno, json, os
+out = os.environ["TRIALFORGE_OUTPUT"]
+written, failure = 0, None
+try:
+    with open(os.path.join(out, "big.bin"), "wb") as f:
+        for _ in range(64):
+            f.write(b"x" * 1024 * 1024)
+            f.flush()
+            written += 1024 * 1024
+except OSError as error:
+    failure = errno.errorcode[error.errno]
+    written = os.path.getsize(os.path.join(out, "big.bin"))
+print(json.dumps({"written": written, "failure": failure}))
+"""
+
+
+def volumes_of(client: docker.DockerClient, trial_id: int) -> int:
+    return len(client.volumes.list(filters={"label": f"{TRIAL_LABEL}={trial_id}"}))
+
+
+def test_a_write_past_the_cap_fails_inside_the_sandbox_and_the_host_holds_no_more(
+    docker_harness: Harness, docker_client: docker.DockerClient
+) -> None:
+    result = docker_harness.run(WRITE_UNTIL_FULL, output_cap_bytes=CAP)
+
+    seen = json.loads(result.log_tail.splitlines()[-1])
+    assert seen["failure"] == "ENOSPC"  # 64 MiB asked for, the write failed at the cap
+    assert CAP < seen["written"] <= CAP + OUTPUT_SLACK_BYTES
+    assert result.output_full and result.exit_code == 0
+    assert directory_bytes(docker_harness.output) == result.artifact_bytes == seen["written"]
+    assert volumes_of(docker_client, docker_harness.trial_id) == 0
+
+
+def test_a_trial_that_fills_its_output_and_deletes_it_wrote_nothing_to_the_host(
+    docker_harness: Harness,
+) -> None:
+    result = docker_harness.run(
+        WRITE_UNTIL_FULL.replace(
+            'print(json.dumps({"written": written, "failure": failure}))',
+            'os.remove(os.path.join(out, "big.bin"))\n'
+            'print(json.dumps({"written": written, "failure": failure}))',
+        ),
+        output_cap_bytes=CAP,
+    )
+
+    assert json.loads(result.log_tail.splitlines()[-1])["failure"] == "ENOSPC"
+    assert result.artifact_bytes == 0 and not result.output_full
+
+
+def test_output_within_the_cap_is_copied_out_whole(docker_harness: Harness) -> None:
+    result = docker_harness.run(
+        """
+        import os
+        out = os.environ["TRIALFORGE_OUTPUT"]
+        os.makedirs(os.path.join(out, "checkpoints"))
+        with open(os.path.join(out, "checkpoints", "model.bin"), "wb") as f:
+            f.write(bytes(range(256)) * 4096)
+        """,
+        output_cap_bytes=CAP,
+    )
+
+    assert result.exit_code == 0 and not result.output_full, result.log_tail
+    copied = (docker_harness.output / "checkpoints" / "model.bin").read_bytes()
+    assert copied == bytes(range(256)) * 4096
+
+
+def test_a_sweep_removes_the_output_volume_a_dead_worker_left(
+    docker_client: docker.DockerClient, trial_id: int
+) -> None:
+    runner = DockerRunner(docker_client)
+    labels = {TRIAL_LABEL: str(trial_id), NAMESPACE_LABEL: runner.namespace}
+    docker_client.volumes.create(labels=labels)
+
+    assert trial_id in runner.live_trials()
+    assert runner.sweep([trial_id]) == 1
+    assert volumes_of(docker_client, trial_id) == 0
