@@ -1,4 +1,9 @@
-"""The FastAPI application: the REST API and the dashboard on one server; OpenAPI at /docs."""
+"""The FastAPI application: the REST API and the dashboard on one server; OpenAPI at /docs.
+
+/docs (Swagger UI) and /redoc come with their assets from this server
+(`fastapi-offline`), so they work offline and ask nothing of a CDN; the
+bearer scheme is declared, so the token is entered once with "Authorize".
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -29,11 +35,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db.ensure_schema_current(settings.resolved_database_url)
         yield
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="Trialforge",
         summary="Autonomous research loop: specialist agents, sandboxed trials, owned evaluator.",
         version="0.1.0",
         lifespan=lifespan,
+        static_url="/docs/assets",
+        swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.settings = settings
     errors.install(app, pages=dashboard.error_page)

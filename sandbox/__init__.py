@@ -14,6 +14,7 @@ from sandbox.contract import (
     RunRequest,
     RunResult,
     SandboxUnavailable,
+    WorkerRequest,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "RunResult",
     "Runner",
     "SandboxUnavailable",
+    "WorkerRequest",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import stat
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -66,27 +67,39 @@ def scrub(root: Path) -> list[str]:
 
 def extract_archive(chunks: Iterable[bytes], into: Path, prefix: str) -> list[str]:
     """Unpack a tar stream (Docker's copy of a directory named `prefix`) into `into`, regular
-    files and directories only; what was left out. Names that escape `into` are refused."""
+    files and directories only, with plain modes; what was left out. A name that would land
+    outside `into` is left out too."""
     left_out: list[str] = []
-
-    def only_plain(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
-        name = member.name.removeprefix(prefix).lstrip("/")
-        if not (member.isreg() or member.isdir()):
-            kind = (
-                "symlink" if member.issym() else "hard link" if member.islnk()
-                else "fifo" if member.isfifo() else "device" if member.isdev()
-                else "special file"
-            )  # fmt: skip
-            target = f" -> {member.linkname}" if member.issym() or member.islnk() else ""
-            left_out.append(f"{kind} {name}{target}")
-            return None
-        if not name:
-            return None  # the directory itself
-        return tarfile.data_filter(member.replace(name=name, deep=False), path)
-
+    root = into.resolve()
     with tarfile.open(fileobj=_Stream(iter(chunks)), mode="r|") as archive:
-        archive.extractall(into, filter=only_plain)
+        for member in archive:
+            name = member.name.removeprefix(prefix).lstrip("/")
+            target = (root / name).resolve()
+            if not name or target == root:
+                continue  # the directory itself
+            if not target.is_relative_to(root):
+                left_out.append(f"a name outside the output {member.name}")
+            elif member.isdir():
+                target.mkdir(mode=0o755, parents=True, exist_ok=True)
+            elif member.isreg():
+                target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                source = archive.extractfile(member)
+                assert source is not None  # a regular member has a body
+                with source, target.open("wb") as copy:
+                    shutil.copyfileobj(source, copy)
+            else:
+                left_out.append(_described(member))
     return left_out
+
+
+def _described(member: tarfile.TarInfo) -> str:
+    kind = (
+        "symlink" if member.issym() else "hard link" if member.islnk()
+        else "fifo" if member.isfifo() else "device" if member.isdev()
+        else "special file"
+    )  # fmt: skip
+    target = f" -> {member.linkname}" if member.issym() or member.islnk() else ""
+    return f"{kind} {member.name.split('/', 1)[-1]}{target}"
 
 
 class _Stream(io.RawIOBase):

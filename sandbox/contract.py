@@ -31,6 +31,14 @@ OUTPUT_ENV = "TRIALFORGE_OUTPUT"
 DATA_ENV = "TRIALFORGE_DATA"
 # PATH inside the sandbox: an imported rootfs has no ENV of its own to supply one.
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Split evaluation (`sandbox/split`): the helper of both sides, read-only and on PYTHONPATH,
+# and the private tmpfs holding the socket the scorer and the model worker share.
+HELPERS_DIR = Path(__file__).resolve().parent / "split"
+HELPERS_MOUNT = "/trialforge"
+IPC_MOUNT = "/ipc"
+MODEL_SOCKET_ENV = "TRIALFORGE_MODEL_SOCKET"
+MODEL_SOCKET = "model.sock"
+WORKER_LOG_HEADER = "\n[trialforge: the model worker's log]\n"  # after the scorer's, in its log
 
 
 class SandboxUnavailable(Exception):
@@ -83,11 +91,30 @@ class RunResult:
 
 
 @dataclass(frozen=True)
+class WorkerRequest:
+    """The model worker of a split evaluation: the trial's own code, answering the scorer.
+
+    It gets the trial's commit (/work, cwd) and output (/output) read-only, the
+    socket's tmpfs, no held-out data and no network; it lives as long as the scorer.
+    """
+
+    image: str
+    command: str
+    recipe_dir: Path
+    limits: Limits
+    # A copy of HELPERS_DIR where the Docker daemon can see it (beside the trial's output:
+    # under a compose deployment's data dir, the same path on the host and in the worker).
+    helpers_dir: Path = HELPERS_DIR
+
+
+@dataclass(frozen=True)
 class EvalRequest:
     """Score a finished trial in a second container that the trial never sees.
 
     The evaluator (cwd /evaluator), the held-out data (/data) and the trial's
-    output (/output) are all mounted read-only.
+    output (/output) are all mounted read-only. With a `worker` (split
+    evaluation) the scorer gets no /output: it asks the worker, through the
+    socket at `TRIALFORGE_MODEL_SOCKET`, and never runs trial code.
     """
 
     trial_id: int
@@ -98,6 +125,7 @@ class EvalRequest:
     output_dir: Path
     limits: Limits
     owner: str = ""
+    worker: WorkerRequest | None = None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import tarfile
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Literal
@@ -50,15 +51,21 @@ from sandbox.contract import (
     DATA_ENV,
     DATA_MOUNT,
     EVALUATOR_MOUNT,
+    HELPERS_MOUNT,
+    IPC_MOUNT,
+    MODEL_SOCKET,
+    MODEL_SOCKET_ENV,
     OUTPUT_ENV,
     OUTPUT_MOUNT,
     RECIPE_MOUNT,
+    WORKER_LOG_HEADER,
     EvalRequest,
     EvalResult,
     Limits,
     RunRequest,
     RunResult,
     SandboxUnavailable,
+    WorkerRequest,
 )
 from sandbox.logtail import TailBuffer
 from sandbox.metrics import evaluator_verdict
@@ -81,7 +88,9 @@ OUTPUT_SLACK_BYTES = 4096  # past the cap: a trial that tried to write more show
 HOLD_COMMAND = "exec sleep 2147483647"  # the holder only keeps the output volume mounted
 HOLD_LIMITS = Limits(wallclock_s=0.0, memory_bytes=32 * 1024**2, cpus=0.05, pids=4)
 
-Role = Literal["run", "eval", "hold"]
+IPC_BYTES = 1024 * 1024  # the socket's tmpfs: a socket needs no room; nothing else belongs
+
+Role = Literal["run", "eval", "hold", "model"]
 _DOCKER_ERRORS = (DockerException, requests.exceptions.RequestException)
 
 
@@ -188,13 +197,7 @@ class DockerRunner:
     ) -> tuple[_Exited, list[str]]:
         """Run `spec` with /output on a tmpfs volume of `cap` bytes; copy its plain files
         into `output_dir` through a holder container; what was left out."""
-        uid, gid = _container_user().split(":")
-        volume = self._client.volumes.create(
-            driver="local",
-            driver_opts={"type": "tmpfs", "device": "tmpfs",
-                         "o": f"size={cap + OUTPUT_SLACK_BYTES},uid={uid},gid={gid},mode=0700"},
-            labels=self._labels(spec),
-        )  # fmt: skip
+        volume = self._tmpfs_volume(cap + OUTPUT_SLACK_BYTES, spec)
         try:
             held = _volume(volume.name, read_only=True)
             hold = replace(spec, role="hold", command=HOLD_COMMAND, mounts=(held,),
@@ -215,11 +218,15 @@ class DockerRunner:
         return exited, removed
 
     def evaluate(self, request: EvalRequest) -> EvalResult:
-        mounts = [
-            _bind(request.evaluator_dir, EVALUATOR_MOUNT, read_only=True),
-            _bind(request.output_dir, OUTPUT_MOUNT, read_only=True),
-        ]
-        env = {OUTPUT_ENV: OUTPUT_MOUNT}
+        worker = request.worker
+        mounts = [_bind(request.evaluator_dir, EVALUATOR_MOUNT, read_only=True)]
+        env: dict[str, str] = {}
+        if worker is None:
+            mounts.append(_bind(request.output_dir, OUTPUT_MOUNT, read_only=True))
+            env[OUTPUT_ENV] = OUTPUT_MOUNT
+        else:  # split: the scorer gets the socket and the helper, never the trial's output
+            mounts.append(_bind(worker.helpers_dir, HELPERS_MOUNT, read_only=True))
+            env.update(_SPLIT_ENV)
         if request.data_dir is not None:
             mounts.append(_bind(request.data_dir, DATA_MOUNT, read_only=True))
             env[DATA_ENV] = DATA_MOUNT
@@ -235,7 +242,10 @@ class DockerRunner:
             owner=request.owner,
         )
         try:
-            exited = self._execute(spec)
+            if worker is None:
+                exited, worker_log = self._execute(spec), ""
+            else:
+                exited, worker_log = self._with_worker(spec, _model(request, worker))
         except _DOCKER_ERRORS as error:
             return EvalResult(
                 exit_code=None,
@@ -256,10 +266,28 @@ class DockerRunner:
             timed_out=exited.timed_out,
             metrics=metrics,
             error=reason,
-            log_tail=exited.log_tail,
+            log_tail=exited.log_tail + worker_log,
             infra_error=None,
             wallclock_s=exited.wallclock_s,
         )
+
+    def _with_worker(self, scorer: _Container, model: _Container) -> tuple[_Exited, str]:
+        """Start the model worker, run the scorer to its end, then stop the worker; the
+        scorer's outcome and the worker's log. They share only the socket's tmpfs."""
+        volume = self._tmpfs_volume(IPC_BYTES, model)
+        try:
+            ipc = _volume(volume.name, IPC_MOUNT, read_only=False)
+            model = replace(model, mounts=(*model.mounts, ipc))
+            container = self._create(model)
+            try:
+                container.start()
+                exited = self._execute(replace(scorer, mounts=(*scorer.mounts, ipc)))
+                _kill(container)
+                return exited, WORKER_LOG_HEADER + _logs(container, stdout=True, stderr=True)
+            finally:
+                _remove(container, model)
+        finally:
+            _remove(volume, model)
 
     def live_trials(self) -> dict[int, set[str]]:
         # ignore_removed: a container its own worker removes while we list it is gone, not
@@ -330,10 +358,10 @@ class DockerRunner:
     def _execute(self, spec: _Container) -> _Exited:
         container = self._create(spec)
         try:
-            started = time.monotonic()
             container.start()
+            started = time.monotonic()  # the budget starts with the trial, not our set-up
             finished = _wait(container, deadline=started + spec.limits.wallclock_s)
-            wallclock_s = time.monotonic() - started
+            waited_s = time.monotonic() - started
             if not finished:
                 _kill(container)
             exit_code = int(container.wait()["StatusCode"])
@@ -343,7 +371,7 @@ class DockerRunner:
                 exit_code=exit_code,
                 timed_out=not finished,
                 oom_killed=exit_code == OOM_EXIT_CODE and bool(state["OOMKilled"]),
-                wallclock_s=wallclock_s,
+                wallclock_s=_ran_s(state, fallback=waited_s),
                 image_digest=str(container.attrs["Image"]),
                 log_tail=_logs(container, stdout=True, stderr=True),
                 # Only the evaluator's stdout carries a verdict.
@@ -353,6 +381,17 @@ class DockerRunner:
             )
         finally:
             _remove(container, spec)
+
+    def _tmpfs_volume(self, size: int, spec: _Container) -> Volume:
+        """A RAM-backed volume of `size` bytes that only the container user can use; it
+        holds its files while some container mounts it, and carries `spec`'s labels."""
+        uid, gid = _container_user().split(":")
+        return self._client.volumes.create(
+            driver="local",
+            driver_opts={"type": "tmpfs", "device": "tmpfs",
+                         "o": f"size={size},uid={uid},gid={gid},mode=0700"},
+            labels=self._labels(spec),
+        )  # fmt: skip
 
     def _labels(self, spec: _Container) -> dict[str, str]:
         return {
@@ -404,6 +443,18 @@ class DockerRunner:
         return container
 
 
+def _ran_s(state: Mapping[str, object], fallback: float) -> float:
+    """How long the container's process ran, from the daemon's own start and exit times:
+    neither our start-up of it nor our polling is charged to the trial."""
+    try:
+        started = datetime.fromisoformat(str(state["StartedAt"]))
+        ended = datetime.fromisoformat(str(state["FinishedAt"]))
+    except (KeyError, ValueError):
+        return fallback
+    ran = (ended - started).total_seconds()
+    return ran if 0 <= ran <= fallback + 1 else fallback  # a clock that jumped: ours
+
+
 def _wait(container: Container, deadline: float) -> bool:
     """Block until the container exits (True) or `deadline` passes (False)."""
     try:
@@ -431,6 +482,29 @@ def _logs(container: Container, *, stdout: bool, stderr: bool) -> str:
     return tail.text()
 
 
+_SPLIT_ENV = {MODEL_SOCKET_ENV: f"{IPC_MOUNT}/{MODEL_SOCKET}", "PYTHONPATH": HELPERS_MOUNT}
+
+
+def _model(request: EvalRequest, worker: WorkerRequest) -> _Container:
+    """The model worker of a split evaluation: the trial's commit and output read-only, the
+    helper, no held-out data; it lives as long as the scorer."""
+    return _Container(
+        trial_id=request.trial_id,
+        role="model",
+        image=worker.image,
+        command=worker.command,
+        working_dir=RECIPE_MOUNT,
+        mounts=(
+            _bind(worker.recipe_dir, RECIPE_MOUNT, read_only=True),
+            _bind(request.output_dir, OUTPUT_MOUNT, read_only=True),
+            _bind(worker.helpers_dir, HELPERS_MOUNT, read_only=True),
+        ),
+        env={**_SPLIT_ENV, OUTPUT_ENV: OUTPUT_MOUNT, "PYTHONUNBUFFERED": "1"},
+        limits=replace(worker.limits, wallclock_s=request.limits.wallclock_s),
+        owner=request.owner,
+    )
+
+
 def _remove(thing: Container | Volume, spec: _Container) -> None:
     """Remove a container or a volume of `spec`'s trial, whatever state it is in."""
     kind = "volume" if isinstance(thing, Volume) else "container"
@@ -449,10 +523,10 @@ def _remove(thing: Container | Volume, spec: _Container) -> None:
     )
 
 
-def _volume(name: str, *, read_only: bool) -> Mount:
-    """A named volume at /output; no copy of the image's own /output into it (that would
-    also copy the image directory's owner and mode onto the volume)."""
-    return Mount(target=OUTPUT_MOUNT, source=name, type="volume", read_only=read_only,
+def _volume(name: str, target: str = OUTPUT_MOUNT, *, read_only: bool) -> Mount:
+    """A named volume at `target`; no copy of the image's own directory there into it (that
+    would also copy the image directory's owner and mode onto the volume)."""
+    return Mount(target=target, source=name, type="volume", read_only=read_only,
                  no_copy=True)  # fmt: skip
 
 

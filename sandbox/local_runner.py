@@ -47,16 +47,19 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
 from sandbox.artifacts import directory_bytes, removed_notice, scrub
 from sandbox.contract import (
     DATA_ENV,
+    MODEL_SOCKET,
+    MODEL_SOCKET_ENV,
     OUTPUT_ENV,
     SANDBOX_PATH,
+    WORKER_LOG_HEADER,
     EvalRequest,
     EvalResult,
     Limits,
@@ -140,19 +143,28 @@ class LocalRunner:
 
     def evaluate(self, request: EvalRequest) -> EvalResult:
         logger.warning("sandbox.local.unisolated trial_id=%s role=eval", request.trial_id)
-        env = {OUTPUT_ENV: str(request.output_dir.resolve())}
+        output = {OUTPUT_ENV: str(request.output_dir.resolve())}
+        env = {} if request.worker is not None else dict(output)
         if request.data_dir is not None:
             env[DATA_ENV] = str(request.data_dir.resolve())
-        exited = _execute(
-            request.trial_id,
-            request.command,
-            source=request.evaluator_dir,
-            env=env,
-            limits=request.limits,
-            namespace=self.namespace,
-            owner=request.owner,
-        )
-        log_tail = exited.log.text(header=UNISOLATED_NOTICE)
+
+        def score(extra: Mapping[str, str]) -> _Exited:
+            return _execute(
+                request.trial_id,
+                request.command,
+                source=request.evaluator_dir,
+                env={**env, **extra},
+                limits=request.limits,
+                namespace=self.namespace,
+                owner=request.owner,
+            )
+
+        worker_log = ""
+        if request.worker is None:
+            exited = score({})
+        else:
+            exited, worker_log = self._with_worker(request, output, score)
+        log_tail = exited.log.text(header=UNISOLATED_NOTICE) + worker_log
         metrics, reason = evaluator_verdict(
             exit_code=exited.exit_code,
             timed_out=exited.timed_out,
@@ -168,6 +180,41 @@ class LocalRunner:
             infra_error=None,
             wallclock_s=exited.wallclock_s,
         )
+
+    def _with_worker(
+        self,
+        request: EvalRequest,
+        output: Mapping[str, str],
+        score: Callable[[Mapping[str, str]], _Exited],
+    ) -> tuple[_Exited, str]:
+        """Split evaluation as plain processes (NOT isolated: the worker could read the
+        data): the worker in a thread of its own, the scorer here, then the worker killed."""
+        worker = request.worker
+        assert worker is not None
+        with tempfile.TemporaryDirectory(prefix=f"trialforge-{request.trial_id}-ipc-") as ipc:
+            shared = {MODEL_SOCKET_ENV: os.path.join(ipc, MODEL_SOCKET),
+                      "PYTHONPATH": str(worker.helpers_dir)}  # fmt: skip
+            served: list[_Exited] = []
+            thread = threading.Thread(
+                target=lambda: served.append(
+                    _execute(
+                        request.trial_id,
+                        worker.command,
+                        source=worker.recipe_dir,
+                        env={**output, **shared, "PYTHONUNBUFFERED": "1"},
+                        limits=replace(worker.limits, wallclock_s=request.limits.wallclock_s),
+                        namespace=self.namespace,
+                        owner=request.owner,
+                    )
+                ),
+                daemon=True,
+            )
+            thread.start()
+            exited = score(shared)  # its processes end with it: what is left is the worker
+            _kill_marked(self.namespace, [request.trial_id], [request.owner])
+            thread.join(PIPE_DRAIN_S)
+        log = served[0].log.text() if served else ""
+        return exited, WORKER_LOG_HEADER + log
 
     def live_trials(self) -> dict[int, set[str]]:
         live: dict[int, set[str]] = {}

@@ -7,15 +7,22 @@ field, for a bad spec), never a traceback, and stores nothing.
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from app.cli.main import app
+from app.config import Settings
 from app.db import head_revision
-from testing.factories import NO_MODEL, Recipe, spec_dict
+from app.domain.states import Label, SearchStatus
+from app.store.models import Search, Trial
+from testing.factories import NO_MODEL, Recipe, seeded_search, spec_dict
 
 
 @pytest.fixture
@@ -144,3 +151,80 @@ def test_compare_prints_one_row_per_search(env: dict[str, str], recipe: Recipe) 
     assert [row.split()[:3] for row in rows] == [["1", "digits-mlp", "full"],
                                                  ["2", "digits-mlp", "full"]]  # fmt: skip
     assert run(env, "compare", "1", "5") == (1, "", "error: no search 5\n")
+
+
+def seeded(env: dict[str, str], recipe: Recipe, session: Session, settings: Settings) -> int:
+    """A search with a small lineage, in the database the CLI uses."""
+    return seeded_search(session, settings, recipe, "maximize").id
+
+
+def test_pause_resume_and_a_confirmed_cancel_move_the_search(
+    env: dict[str, str], recipe: Recipe
+) -> None:
+    run(env, "search", "submit", str(write_spec(recipe)))
+
+    assert run(env, "search", "pause", "1") == (0, "search 1: paused\n", "")
+    assert run(env, "search", "pause", "1") == (
+        1,
+        "",
+        "error: cannot pause a search that is paused\n",
+    )
+    assert run(env, "search", "resume", "1") == (0, "search 1: running\n", "")
+    refused = CliRunner().invoke(app, ["search", "cancel", "1"], env=env, input="n\n")
+    assert refused.exit_code == 1 and "cancel search 1 (digits-mlp)" in refused.stdout
+    assert run(env, "search", "show", "1")[1].count('"status": "running"') == 1
+    assert run(env, "search", "cancel", "1", "--yes") == (0, "search 1: cancelled\n", "")
+
+
+def test_trials_are_listed_and_shown_with_their_number_and_id(
+    env: dict[str, str], recipe: Recipe, session: Session, settings: Settings
+) -> None:
+    search_id = seeded(env, recipe, session, settings)
+    crash = session.scalar(select(Trial).where(Trial.label == Label.CRASH))
+    assert crash is not None
+
+    code, out, _ = run(env, "trial", "list", str(search_id), "--label", "crash")
+    shown = run(env, "trial", "show", str(crash.id))
+
+    assert code == 0
+    header, row = out.splitlines()
+    assert header.split()[:4] == ["trial", "id", "agent", "outcome"]
+    assert row.split()[:4] == [str(crash.number), str(crash.id), "opt", "crash"]
+    assert shown[0] == 0 and json.loads(shown[1])["label"] == "crash"
+    assert run(env, "trial", "show", "999999") == (1, "", "error: no trial 999999\n")
+
+
+def test_export_writes_the_same_records_as_the_api(
+    env: dict[str, str], recipe: Recipe, session: Session, settings: Settings, tmp_path: Path,
+    client: TestClient,
+) -> None:  # fmt: skip
+    search_id = seeded(env, recipe, session, settings)
+    target = tmp_path / "export.jsonl"
+
+    code, _, err = run(env, "search", "export", str(search_id), "--output", str(target))
+
+    assert code == 0 and err.startswith("wrote ")
+    assert target.read_text() == client.get(f"/api/searches/{search_id}/export").text
+
+
+def test_watch_follows_a_search_to_its_end_and_prints_its_report(
+    env: dict[str, str], recipe: Recipe, session: Session, settings: Settings
+) -> None:
+    search_id = seeded(env, recipe, session, settings)
+    search = session.get(Search, search_id)
+    assert search is not None
+    search.status, search.halt_reason = SearchStatus.FINISHED, "max_trials reached"
+    session.commit()
+
+    code, out, _ = run(env, "search", "watch", str(search_id), "--interval", "0.1")
+
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith(f"search {search_id} finished: 7/8 trials, best 0.7")
+    assert f"search {search_id}: finished (max_trials reached)" in lines
+    assert any(line.startswith("  best          0.7 (trial 1, id ") for line in lines)
+
+
+def test_version_is_printed() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert (result.exit_code, result.stdout) == (0, f"trialforge {version('trialforge')}\n")

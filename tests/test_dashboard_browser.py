@@ -156,3 +156,35 @@ def test_audit_a_search_from_the_list_to_a_diff_and_pause_it_with_the_token(
     shot(page, "6-paused")
 
     assert outside == []
+
+
+def test_the_api_docs_render_offline_and_take_the_token_once(
+    server: str, browser: Browser, search: Search, session: Session
+) -> None:
+    """/docs was blank offline: Swagger UI came from a CDN. Its assets are ours now, and the
+    bearer scheme is declared, so "Authorize" takes the token once for every call."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    outside = guarded(page, server)
+
+    page.goto(server + "/docs")
+    page.wait_for_selector(".opblock", timeout=15_000)
+    assert page.locator(".opblock").count() >= 10
+    assert page.locator("button.authorize").count() == 1
+    page.click("button.authorize")
+    page.fill(".auth-container input", TOKEN)
+    page.click(".auth-btn-wrapper button.authorize")
+    page.click(".btn-done")
+    pause = page.locator(".opblock-post", has_text="/api/searches/{search_id}/{action}").first
+    pause.locator(".opblock-summary").click()
+    pause.locator("button.try-out__btn").click()
+    pause.locator("input[placeholder=search_id]").fill(str(search.id))
+    pause.locator("tr[data-param-name=action] select").select_option("pause")
+    pause.locator("button.execute").click()
+    status = pause.locator(".live-responses-table tbody .response-col_status").first
+    status.wait_for()
+    assert status.inner_text().strip() == "200"
+    session.refresh(search)
+    assert search.status == "paused"  # the call went through, with the token entered once
+    shot(page, "7-api-docs")
+
+    assert outside == []

@@ -7,7 +7,8 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -55,24 +56,22 @@ def signed_in(request: Request, settings: Settings) -> bool:
     return bool(expected) and hmac.compare_digest(cookie.encode(), expected.encode())
 
 
-def _bearer(settings: Settings, authorization: str | None) -> bool:
-    scheme, _, supplied = (authorization or "").partition(" ")
-    return scheme.lower() == "bearer" and token_matches(settings, supplied)
+# Declared in the OpenAPI document, so /docs asks for the token once ("Authorize").
+_BEARER = HTTPBearer(auto_error=False, description="TRIALFORGE_API_TOKEN")
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 
 
-def require_token(
-    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
-) -> None:
+def _bearer(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> bool:
+    return credentials is not None and token_matches(settings, credentials.credentials)
+
+
+def require_token(settings: SettingsDep, authorization: Bearer = None) -> None:
     """Writes need `Authorization: Bearer <token>` when TRIALFORGE_API_TOKEN is set."""
     if settings.api_token is not None and not _bearer(settings, authorization):
         raise Unauthorized("writes need the header `Authorization: Bearer <TRIALFORGE_API_TOKEN>`")
 
 
-def require_reader(
-    request: Request,
-    settings: SettingsDep,
-    authorization: Annotated[str | None, Header()] = None,
-) -> None:
+def require_reader(request: Request, settings: SettingsDep, authorization: Bearer = None) -> None:
     """On a private server, reads need the bearer token or a dashboard sign-in."""
     if not settings.private or _bearer(settings, authorization):
         return

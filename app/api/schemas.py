@@ -204,3 +204,30 @@ class ReportOut(BaseModel):
     train_seconds: float
     eval_seconds: float
     sandbox_seconds_per_point: float | None
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="The dotted path of the bad field, e.g. budgets.trial.cpus.")
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """Every error the API returns: its kind and what a user can act on."""
+
+    error: str = Field(
+        description="Unauthorized, SignInRequired, NotFound, Conflict, InvalidSpec or "
+        "InvalidRequest (422), SchemaOutdated."
+    )
+    detail: str | list[FieldProblem] | dict[str, Any] = Field(
+        description="The reason; for a 422, every bad field with its message."
+    )
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "A write without the bearer token (or a read, on "
+          "a private server)."},
+    404: {"model": ErrorOut, "description": "No such search or trial."},
+    409: {"model": ErrorOut, "description": "Not in this state: e.g. resuming a running "
+          "search, re-running a trial that never ran."},
+    422: {"model": ErrorOut, "description": "Bad input: every bad field named by its path."},
+}  # fmt: skip

@@ -1,4 +1,8 @@
-"""`trialforge demo`: the whole loop on the bundled digits example, in one command.
+"""`trialforge demo`: the whole loop on a bundled example, in one command.
+
+`digits` (the default: a NumPy MLP, scored from its weights alone) or
+`charlm` (a character model whose architecture the agents edit, scored by
+split evaluation: the trial's own code serves the model to the evaluator).
 
 With nothing configured it uses the embedded defaults (SQLite and the
 embedded broker under the data dir), Docker when a daemon answers (building
@@ -30,7 +34,8 @@ from app.store.report import halt_report
 from sandbox import Backend, image
 from sandbox.select import resolve
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits" / "spec.yaml"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = ("digits", "charlm")
 POLL_S = 0.5
 
 
@@ -73,9 +78,11 @@ def choose_backend(settings: Settings, say: Callable[[str], None]) -> Backend:
     return Backend.DOCKER
 
 
-def demo_spec(settings: Settings, trials: int) -> tuple[SearchSpec, bool]:
+def demo_spec(settings: Settings, trials: int, example: str = "digits") -> tuple[SearchSpec, bool]:
     """The example's spec sized to `trials`; LLM agents only when a model is configured."""
-    spec = load_spec_file(EXAMPLE)
+    if example not in EXAMPLES:
+        raise DemoFailed(f"no bundled example {example!r}; the examples are {', '.join(EXAMPLES)}")
+    spec = load_spec_file(EXAMPLES_DIR / example / "spec.yaml")
     llm = settings.endpoint_policy.operator_url is not None  # else llm agents are refused
     agents = [a for a in spec.agents if llm or a.kind is AgentKind.CONTROL]
     budgets = spec.budgets.model_copy(
@@ -92,11 +99,12 @@ def run_demo(
     say: Callable[[str], None],
     progress: Callable[[int], None],
     timeout_s: float,
+    example: str = "digits",
 ) -> Summary:
+    spec, llm = demo_spec(settings, trials, example)
     url = settings.resolved_database_url
     db.migrate(url)
     backend = choose_backend(settings, say)
-    spec, llm = demo_spec(settings, trials)
     if not llm:
         say("no LLM endpoint configured (TRIALFORGE_LLM_BASE_URL): the control arm "
             "runs alone")  # fmt: skip

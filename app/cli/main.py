@@ -7,12 +7,12 @@ stderr and exit status 1, never a traceback.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
+import socket
 import threading
 import time
-from pathlib import Path
+from importlib.metadata import version
 from typing import Annotated, Any
 
 import typer
@@ -22,17 +22,14 @@ from sqlalchemy.exc import OperationalError
 from typer.core import TyperGroup
 
 from app import db
-from app.api.schemas import SearchOut
 from app.cli.demo import DemoFailed, run_demo
 from app.cli.demo import Summary as DemoSummary
 from app.cli.launcher import Stack, service_commands
+from app.cli.progress import Progress
+from app.cli.searches import score_text, search_app, trial_app
 from app.config import Settings
-from app.domain.spec import load_spec_file
-from app.domain.states import SearchStatus
 from app.errors import TrialforgeError
-from app.services import import_recipe
 from app.store import searches
-from app.store.pagination import MAX_LIMIT
 from app.store.report import halt_report
 from sandbox import image
 
@@ -58,10 +55,10 @@ app = typer.Typer(
     cls=_ReportingGroup, no_args_is_help=True, help="Trialforge: autonomous research."
 )
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
-search_app = typer.Typer(no_args_is_help=True, help="Submit and inspect searches.")
 sandbox_app = typer.Typer(no_args_is_help=True, help="The image trials run in.")
 app.add_typer(db_app, name="db")
 app.add_typer(search_app, name="search")
+app.add_typer(trial_app, name="trial")
 app.add_typer(sandbox_app, name="sandbox")
 
 
@@ -70,8 +67,20 @@ def _settings(ctx: typer.Context) -> Settings:
     return settings
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"trialforge {version('trialforge')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _load_settings(ctx: typer.Context) -> None:
+def _load_settings(
+    ctx: typer.Context,
+    _: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
     ctx.obj = Settings()
 
 
@@ -176,26 +185,49 @@ def up(
 def demo(
     ctx: typer.Context,
     trials: Annotated[int, typer.Option(min=2, help="Trials, the baseline included.")] = 12,
-    port: Annotated[int, typer.Option(help="Where the dashboard listens meanwhile.")] = 8000,
+    port: Annotated[
+        int, typer.Option(help="Where the dashboard listens meanwhile (a free one if taken).")
+    ] = 8000,
     timeout: Annotated[float, typer.Option(help="Seconds before giving up.")] = 900.0,
+    example: Annotated[
+        str, typer.Option(help="digits, or charlm (split evaluation of a character model).")
+    ] = "digits",
 ) -> None:
-    """Run a search on the bundled digits example and print what it found."""
+    """Run a search on a bundled example (digits by default) and print what it found."""
     settings = _settings(ctx)
     _interrupt_on_sigterm()
-    with typer.progressbar(length=trials, label="trials") as bar:
-        try:
-            summary = run_demo(
-                settings,
-                trials=trials,
-                port=port,
-                say=lambda line: typer.echo(line, err=True),
-                progress=bar.update,
-                timeout_s=timeout,
-            )
-        except DemoFailed as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from exc
+    progress = Progress(trials)
+    free = _free_port(port)
+    if free != port:
+        progress.say(f"port {port} is taken; the dashboard listens on {free}")
+    try:
+        summary = run_demo(
+            settings,
+            trials=trials,
+            port=free,
+            say=progress.say,
+            progress=progress.update,
+            timeout_s=timeout,
+            example=example,
+        )
+    except DemoFailed as exc:
+        progress.close()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    progress.close()
     typer.echo(_summary_table(summary))
+
+
+def _free_port(wanted: int) -> int:
+    """`wanted` when nothing listens on it here, else one the system picks."""
+    for port in (wanted, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise DemoFailed("no free port on 127.0.0.1 for the dashboard")
 
 
 def _interrupt_on_sigterm() -> None:
@@ -213,8 +245,8 @@ def _summary_table(summary: DemoSummary) -> str:
     lines = [
         f"search {summary.search_id}: {summary.trials} trials by {agents}, "
         f"{summary.backend.value} runner ({summary.halt_reason or 'stopped'})",
-        f"  baseline     {_score(summary.baseline)}",
-        f"  best         {_score(summary.best)}",
+        f"  baseline     {score_text(summary.baseline)}",
+        f"  best         {score_text(summary.best)}",
         f"  improvement  {'-' if improvement is None else f'{improvement:+.4g}'}",
         "  labels       " + ", ".join(f"{k} {v}" for k, v in summary.labels.items()),
         f"browse it: trialforge serve, then http://127.0.0.1:8000/searches/{summary.search_id}",
@@ -236,85 +268,6 @@ def db_downgrade(ctx: typer.Context, revision: str) -> None:
     url = _settings(ctx).resolved_database_url
     db.migrate(url, revision, down=True)
     typer.echo(f"schema at {db.current_revision(url) or 'base'}")
-
-
-@search_app.command("submit")
-def search_submit(
-    ctx: typer.Context,
-    spec_file: Annotated[
-        Path, typer.Argument(help="YAML spec; relative paths are from its folder.")
-    ],
-) -> None:
-    """Create a search from a spec file and print its id."""
-    settings = _settings(ctx)
-    spec = load_spec_file(spec_file)
-    url = settings.resolved_database_url
-    db.ensure_schema_current(url)
-    with db.session_scope(url) as session:
-        created = import_recipe.create_search(session, spec, settings=settings, actor="cli")
-        search_id, base = created.search.id, created.search.base_commit
-    typer.echo(f"search {search_id} created ({spec.name}, recipe at {base[:12]})")
-    for check in created.checks:
-        typer.echo(f"  checked {check.field}: {check.message}")
-
-
-@search_app.command("list")
-def search_list(
-    ctx: typer.Context,
-    status: SearchStatus | None = None,
-    limit: Annotated[int, typer.Option(min=1, max=MAX_LIMIT)] = 50,
-) -> None:
-    """The newest searches, one line each."""
-    url = _settings(ctx).resolved_database_url
-    db.ensure_schema_current(url)
-    with db.session_scope(url) as session:
-        page = searches.list_searches(session, limit=limit, cursor=None, status=status)
-        stats = searches.search_stats(session, [s.id for s in page.items])
-        typer.echo(f"{'id':>5}  {'status':<10} {'trials':>9}  {'baseline':>10} {'best':>10}  name")
-        for search in page.items:
-            stat = stats[search.id]
-            trials = f"{stat.trials_finished}/{stat.trials_total}"
-            typer.echo(
-                f"{search.id:>5}  {search.status:<10} {trials:>9}  "
-                f"{_score(stat.baseline_score):>10} {_score(stat.best_score):>10}  {search.name}"
-            )
-        if page.next_cursor:
-            typer.echo(f"({page.total - len(page.items)} older searches not shown)")
-
-
-@search_app.command("show")
-def search_show(ctx: typer.Context, search_id: int) -> None:
-    """One search as JSON: spec, status, roster and counts."""
-    url = _settings(ctx).resolved_database_url
-    db.ensure_schema_current(url)
-    with db.session_scope(url) as session:
-        search = searches.get_search(session, search_id)
-        out = SearchOut.build(search, searches.search_stats(session, [search.id])[search.id])
-    typer.echo(json.dumps(out.model_dump(mode="json"), indent=2))
-
-
-@search_app.command("report")
-def search_report(ctx: typer.Context, search_id: int) -> None:
-    """Why a search stopped, best against baseline, keeps, labels and cost per point."""
-    url = _settings(ctx).resolved_database_url
-    db.ensure_schema_current(url)
-    with db.session_scope(url) as session:
-        found = halt_report(session, search_id)
-    per_point = "-" if found.cost_per_point is None else f"${found.cost_per_point:.4g}"
-    lines = [
-        f"search {found.search_id}: {found.status}"
-        + (f" ({found.halt_reason})" if found.halt_reason else ""),
-        f"  trials        {found.trials}",
-        f"  baseline      {_score(found.baseline_score)}",
-        f"  best          {_score(found.best_score)} (trial id {found.best_trial_id or '-'})",
-        f"  improvement   {'-' if found.improvement is None else f'{found.improvement:+.4g}'}",
-        f"  keeps         {found.keeps}",
-        "  labels        " + ", ".join(f"{k} {v}" for k, v in found.labels.items()),
-        f"  cost          ${found.cost_usd:.4f} ({per_point} per point)",
-        f"  sandbox time  {found.sandbox_seconds:.0f}s ({found.train_seconds:.0f}s training, "
-        f"{found.eval_seconds:.0f}s evaluation, every seed)",
-    ]
-    typer.echo("\n".join(lines))
 
 
 @app.command()
@@ -341,8 +294,8 @@ def compare(
         per_point = "-" if found.cost_per_point is None else f"{found.cost_per_point:.4g}"
         typer.echo(
             f"{search.id:>4}  {search.name[:20]:<20} {search.search_spec.feedback:<9} "
-            f"{agents:>6} {found.trials:>6} {_score(found.baseline_score):>9} "
-            f"{_score(found.best_score):>9} {gain:>9} {found.keeps:>5} {failed:>6} "
+            f"{agents:>6} {found.trials:>6} {score_text(found.baseline_score):>9} "
+            f"{score_text(found.best_score):>9} {gain:>9} {found.keeps:>5} {failed:>6} "
             f"{found.cost_usd:>9.4f} {per_point:>9}"
         )
 
@@ -364,10 +317,6 @@ def sandbox_build(
         typer.echo(f"error: sandbox image build failed: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"built {tag} ({image_id})")
-
-
-def _score(value: float | None) -> str:
-    return "-" if value is None else f"{value:.6g}"
 
 
 def main() -> None:

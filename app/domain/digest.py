@@ -113,6 +113,10 @@ def search_rules(spec: SearchSpec, noise_sd: float | None) -> list[str]:
     if budget.unit is not BudgetUnit.WALLCLOCK:
         rules.append(f"The budget that counts is {budget.limit:g} {budget.unit}, as the "
                      f"evaluator's {budget.unit_metric} reports.")  # fmt: skip
+    if spec.evaluator.worker is not None:
+        rules.append(f"Evaluation is split: the evaluator asks your model through "
+                     f"`{spec.evaluator.worker.command}` (run in the recipe, with its output "
+                     "read-only and no held-out data) and computes the metric itself.")  # fmt: skip
     if spec.preflight is not None:
         rules.append(f"A preflight (`{spec.preflight.command}`, {spec.preflight.wallclock_s:g}s) "
                      "runs first; failing it ends the trial before the full run.")  # fmt: skip

@@ -76,6 +76,25 @@ class Gate(StrictModel):
         return self._to_text()
 
 
+class ModelWorker(StrictModel):
+    """Split evaluation: the trial's own code serves its model to the scorer.
+
+    For recipes whose checkpoint only their own code can rebuild (the agents
+    edit the architecture): the worker runs in the trial's image with the
+    trial's commit and output read-only and no held-out data, and answers the
+    evaluator's requests over a socket (`sandbox/split/trialforge_model.py`);
+    the evaluator never imports trial code and computes the metric itself.
+    """
+
+    command: str = Field(
+        default="python3 -m trialforge_model serve predict:predict",
+        min_length=1,
+        description="Run in /work; serves the model (default: predict() of predict.py).",
+    )
+    memory: Bytes | None = Field(default=None, description="Default: the trial's memory.")
+    cpus: float | None = Field(default=None, gt=0, le=1024, description="Default: the trial's.")
+
+
 class EvaluatorSpec(StrictModel):
     """The scorer the service owns: agents never see, edit or run it."""
 
@@ -96,6 +115,11 @@ class EvaluatorSpec(StrictModel):
     )
     cpus: float | None = Field(
         default=None, gt=0, le=1024, description="The evaluator's CPUs; default: the trial's."
+    )
+    worker: ModelWorker | None = Field(
+        default=None,
+        description="Split evaluation: the trial's code answers the evaluator over a socket "
+        "and never runs beside the held-out data (the evaluator then gets no /output).",
     )
 
 

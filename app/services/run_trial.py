@@ -14,6 +14,7 @@ shares.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +35,8 @@ from app.services.hosts import leased, scratch_prefix
 from app.store import transitions
 from app.store.models import Search, Trial
 from app.store.promotion import best_runs, best_seeds
-from sandbox import EvalRequest, Limits, Runner, RunRequest, RunResult
+from sandbox import EvalRequest, Limits, Runner, RunRequest, RunResult, WorkerRequest
+from sandbox.contract import HELPERS_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,19 @@ def evaluator_limits(spec: SearchSpec, gpu_ids: tuple[str, ...] = ()) -> Limits:
         wallclock_s=evaluator.wallclock_s,
         memory_bytes=int(evaluator.memory),
         cpus=evaluator.cpus or spec.budgets.trial.cpus,
+        gpu_ids=gpu_ids,
+    )
+
+
+def worker_limits(spec: SearchSpec, gpu_ids: tuple[str, ...] = ()) -> Limits:
+    """The model worker's budget (the trial's memory and CPUs unless the spec says); its
+    wall-clock is the evaluator's: it lives as long as the scorer."""
+    worker, budget = spec.evaluator.worker, spec.budgets.trial
+    assert worker is not None
+    return Limits(
+        wallclock_s=spec.evaluator.wallclock_s,
+        memory_bytes=int(worker.memory or budget.memory),
+        cpus=worker.cpus or budget.cpus,
         gpu_ids=gpu_ids,
     )
 
@@ -93,10 +108,12 @@ def execute(
         return Execution(Verdict(Label(rejection.label), None, rejection.reason))
     scratch_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch_dir, prefix=scratch_prefix(trial_id)) as work:
-        recipe, output = Path(work, "recipe"), Path(work, "output")
+        recipe, output, helpers = Path(work, "recipe"), Path(work, "output"), Path(work, "helpers")
         try:
             store.export(commit, recipe)
             output.mkdir()
+            if spec.evaluator.worker is not None:  # where the Docker daemon sees it too
+                shutil.copytree(HELPERS_DIR, helpers)
         except (OSError, GitCommandError) as error:
             logger.error("execution.export_failed trial_id=%s error=%s", trial_id, error)
             return Execution(Verdict(Label.INFRA_ERROR, None, f"cannot export {commit}: {error}"))
@@ -159,6 +176,15 @@ def execute(
                 output_dir=output,
                 limits=evaluator_limits(spec, gpu_ids),
                 owner=owner,
+                worker=None
+                if spec.evaluator.worker is None
+                else WorkerRequest(
+                    image=spec.image,
+                    command=spec.evaluator.worker.command,
+                    recipe_dir=recipe,
+                    limits=worker_limits(spec, gpu_ids),
+                    helpers_dir=helpers,
+                ),
             )
         )
     verdict = label(run, evaluation, spec)

@@ -9,7 +9,9 @@ from pathlib import Path
 import docker
 import pytest
 
+from sandbox import Runner
 from sandbox.docker_runner import DockerRunner
+from sandbox.local_runner import LocalRunner
 from tests.sandbox.contract import Harness
 
 _TRIAL_IDS = itertools.count(os.getpid() * 1000)
@@ -19,6 +21,17 @@ _TRIAL_IDS = itertools.count(os.getpid() * 1000)
 def trial_id() -> int:
     """An id no other test (or concurrent test session) uses, so labels never collide."""
     return next(_TRIAL_IDS)
+
+
+@pytest.fixture(params=["docker", "local"])
+def runner(request: pytest.FixtureRequest) -> Runner:
+    """Each built-in runner in turn (a contract class brings its own)."""
+    if request.param == "docker":
+        request.applymarker(pytest.mark.docker)
+        client: docker.DockerClient = request.getfixturevalue("docker_client")
+        request.getfixturevalue("sandbox_image")
+        return DockerRunner(client)
+    return LocalRunner()
 
 
 @pytest.fixture

@@ -53,16 +53,6 @@ MiB = 1024 * 1024
 WALLCLOCK_S = 3
 
 
-@pytest.fixture(params=["docker", "local"])
-def runner(request: pytest.FixtureRequest) -> Runner:
-    if request.param == "docker":
-        request.applymarker(pytest.mark.docker)
-        client: docker.DockerClient = request.getfixturevalue("docker_client")
-        request.getfixturevalue("sandbox_image")
-        return DockerRunner(client)
-    return LocalRunner()
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> tuple[GitStore, str]:
     recipe = tmp_path / "recipe"

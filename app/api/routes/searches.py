@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, status
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import SessionDep, SettingsDep, WriteGuard
+from app.api.export import export_lines
 from app.api.schemas import (
-    EventOut,
+    ERROR_RESPONSES,
     LineageEdge,
     LineageNode,
     LineageOut,
@@ -19,10 +18,8 @@ from app.api.schemas import (
     ReportOut,
     SearchCreatedOut,
     SearchOut,
-    TrialOut,
     TrialSummaryOut,
 )
-from app.db import session_scope
 from app.domain.spec import SearchSpec
 from app.domain.states import Label, SearchAction, SearchStatus, TrialStatus
 from app.services import control, import_recipe
@@ -31,7 +28,7 @@ from app.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.store.report import halt_report
 from app.store.trials import TrialFilter, TrialSort
 
-router = APIRouter(prefix="/api/searches", tags=["searches"])
+router = APIRouter(prefix="/api/searches", tags=["searches"], responses=ERROR_RESPONSES)
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
@@ -171,21 +168,9 @@ def export(search_id: int, session: SessionDep, settings: SettingsDep) -> Stream
     Streamed from its own session in batches, so a 100k-trial search never sits in memory.
     """
     head = _out(session, search_id)
-    url = settings.resolved_database_url
-
-    def lines() -> Iterator[str]:
-        yield json.dumps({"record": "search", "data": head.model_dump(mode="json")}) + "\n"
-        with session_scope(url) as stream:
-            for trial in trials.iter_trials(stream, search_id):
-                data = TrialOut.build(trial).model_dump(mode="json")
-                yield json.dumps({"record": "trial", "data": data}) + "\n"
-            for event in trials.iter_events(stream, search_id):
-                data = EventOut.model_validate(event).model_dump(mode="json")
-                yield json.dumps({"record": "event", "data": data}) + "\n"
-
     filename = f"trialforge-search-{search_id}.jsonl"
     return StreamingResponse(
-        lines(),
+        export_lines(settings.resolved_database_url, head),
         media_type="application/x-ndjson",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import SessionDep, WriteGuard
-from app.api.schemas import TrialOut
+from app.api.schemas import ERROR_RESPONSES, TrialOut
 from app.services import control
 from app.store import trials
 
-router = APIRouter(prefix="/api/trials", tags=["trials"])
+router = APIRouter(prefix="/api/trials", tags=["trials"], responses=ERROR_RESPONSES)
 
 
 @router.get("/{trial_id}")
