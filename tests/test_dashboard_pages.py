@@ -19,7 +19,16 @@ from app.domain.spec import parse_spec
 from app.domain.states import Label, SearchStatus, TrialStatus
 from app.services.import_recipe import create_search
 from app.store.models import Search, Trial
-from testing.factories import Recipe, add_trial, baseline_of, finish, seeded_search, spec_dict
+from testing.factories import (
+    LOWER_LR,
+    Recipe,
+    add_trial,
+    baseline_of,
+    finish,
+    give_commit,
+    seeded_search,
+    spec_dict,
+)
 
 EXTERNAL = re.compile(r"""(?:src|href)=["'](?:https?:)?//""")
 
@@ -126,7 +135,7 @@ def test_a_trial_of_a_finished_search_cannot_be_rerun(
     response = client.post(f"/api/trials/{baseline.id}/rerun")
 
     assert response.status_code == 409
-    assert "search that is finished" in response.json()["detail"]
+    assert "its search is finished" in response.json()["detail"]
 
 
 def test_the_live_stream_reports_progress_and_ends_with_the_search(
@@ -190,3 +199,114 @@ def test_the_search_page_lists_the_keeps_agents_read_best_first_with_positive_ga
 
     assert rows == [(str(second.id), "3", "arch", "0.3", "+0.2"),
                     (str(first.id), "1", "opt", "0.4", "+0.1")]  # fmt: skip
+
+
+def test_the_best_is_one_click_away_and_a_cancel_asks_first(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+    best = f'<a href="/trials/{search.best_trial_id}">0.7</a>'
+
+    assert best in client.get(f"/searches/{search.id}").text
+    assert best in client.get("/").text
+    asked = client.post(f"/searches/{search.id}/cancel", follow_redirects=False)
+    assert asked.status_code == 200 and "1 unfinished trial will be cancelled" in asked.text
+    assert client.get(f"/api/searches/{search.id}").json()["status"] == "running"
+    done = client.post(f"/searches/{search.id}/cancel", data={"confirm": "yes"},
+                       follow_redirects=False)  # fmt: skip
+    assert done.status_code == 303
+    assert client.get(f"/api/searches/{search.id}").json()["status"] == "cancelled"
+
+
+def test_a_rerun_is_offered_only_for_a_trial_that_ran_in_a_search_still_going(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+    ran = session.scalar(select(Trial).where(Trial.search_id == search.id, Trial.number == 1))
+    assert ran is not None
+    ran.commit_sha = "a" * 40
+    twin = add_trial(session, search, agent="opt", parent=ran, label=Label.DUPLICATE)
+    twin.commit_sha = "a" * 40
+    session.commit()
+
+    assert 'id="rerun"' in client.get(f"/trials/{ran.id}").text
+    assert 'id="rerun"' not in client.get(f"/trials/{twin.id}").text  # it never ran
+    refused = client.post(f"/trials/{twin.id}/rerun")
+    assert refused.status_code == 409 and "<title>Not possible now" in refused.text
+    search.status = SearchStatus.FINISHED
+    session.commit()
+    assert 'id="rerun"' not in client.get(f"/trials/{ran.id}").text
+
+
+def test_a_trial_page_says_why_no_edit_came_and_shows_metrics_as_numbers(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+    baseline = session.scalar(select(Trial).where(Trial.search_id == search.id, Trial.number == 0))
+    rejected = add_trial(session, search, agent="opt", parent=baseline,
+                         label=Label.PATCH_REJECTED)  # fmt: skip
+    rejected.label_reason = "no usable reply in 3 attempts; last: the reply holds no JSON object"
+    rejected.transcript = [{"role": "assistant", "content": "I would lower the learning rate."}]
+    scored = add_trial(session, search, agent="opt", parent=baseline, score=0.912345678)
+    scored.metrics = {"val_acc": 0.912345678, "per_class": {"3": 0.876543219}, "ok": True}
+    session.commit()
+
+    page = client.get(f"/trials/{rejected.id}").text
+    metrics = client.get(f"/trials/{scored.id}").text
+
+    assert "No edit came of this proposal: no usable reply in 3 attempts" in page
+    assert "What the agent replied is in its session below." in page
+    assert "I would lower the learning rate." in page
+    assert "<td>0.912346</td>" in metrics
+    assert "<td>{&#34;3&#34;: 0.876543}</td>" in metrics and "<td>true</td>" in metrics
+
+
+def test_any_trial_shows_everything_its_line_changed_since_the_baseline(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    raw = spec_dict(recipe)
+    raw["evaluator"]["direction"] = "minimize"
+    search = create_search(session, parse_spec(raw), settings=settings, actor="test").search
+    baseline = finish(session, baseline_of(session, search), Label.OK, 0.50)
+    first = add_trial(session, search, agent="opt", parent=baseline, label=None,
+                      status=TrialStatus.READY)  # fmt: skip
+    give_commit(session, search, first)  # LR 0.1 -> 0.05
+    finish(session, first, Label.OK, 0.40)
+    second = add_trial(session, search, agent="opt", parent=first, label=None,
+                       status=TrialStatus.READY)  # fmt: skip
+    give_commit(session, search, second, LOWER_LR.replace("LR = 0.1", "LR = 0.05")
+                .replace("+LR = 0.05", "+LR = 0.02"))  # fmt: skip
+    finish(session, second, Label.OK, 0.30)
+    session.commit()
+
+    own = client.get(f"/trials/{second.id}/compare").text
+    cumulated = client.get(f"/trials/{second.id}/compare?against=baseline").text
+
+    assert "-LR = 0.05" in own and "-LR = 0.1" not in own
+    assert "-LR = 0.1" in cumulated and "+LR = 0.02" in cumulated and "+LR = 0.05" not in cumulated
+    assert "compared with the baseline" in cumulated and "(+0.2)" in cumulated  # lower is better
+    assert 'id="from-baseline"' in client.get(f"/trials/{second.id}").text
+
+
+def test_the_trials_table_shows_parent_decision_and_deltas_and_sorts_from_its_headers(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    search = seeded_search(session, settings, recipe, "maximize")
+    first = session.scalar(select(Trial).where(Trial.search_id == search.id, Trial.number == 1))
+    assert first is not None
+
+    page = client.get(f"/searches/{search.id}/trials?sort=oldest").text
+    row = page.split(f'<a href="/trials/{first.id}">1</a>')[1].split("</tr>")[0]
+
+    assert '<meta http-equiv="refresh" content="10">' in page  # running: it refreshes itself
+    assert ">0</a></td>" in row and "<td>keep</td>" in row and "<td>+0.2</td>" in row
+    assert '<a href="?sort=best" title="sort by score' in page
+    assert '<a href="?sort=newest" title="sort by number">#</a>' in page
+    assert 'id="first"' not in page
+    for _ in range(50):  # past one page
+        add_trial(session, search, agent="opt", parent=first, label=Label.CRASH)
+    session.commit()
+    opening = client.get(f"/searches/{search.id}/trials?sort=oldest").text
+    cursor = opening.split('id="next" href="?sort=oldest&amp;cursor=')[1].split('"')[0]
+    later = client.get(f"/searches/{search.id}/trials?sort=oldest&cursor={cursor}").text
+    assert '<a id="first" href="?sort=oldest">' in later

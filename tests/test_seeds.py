@@ -168,3 +168,34 @@ def test_sandbox_seconds_add_up_every_run_training_and_evaluation_apart(
     assert report.train_seconds == pytest.approx(every)
     assert report.sandbox_seconds == pytest.approx(report.train_seconds + report.eval_seconds)
     assert report.eval_seconds == pytest.approx(8.0)
+
+
+def test_the_report_says_how_much_sandbox_time_confirmation_took(
+    session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    """Issue 20: confirmation spends budget; a user must see how much, beside the total."""
+
+    def once(seed: int) -> Execution:
+        timed = scored(0.95 + seed / 1000)
+        return Execution(timed.verdict, runs=timed.runs, train_s=10.0, eval_s=2.0)
+
+    nominee = repeat_seeds(
+        once, NOISE, baseline=False, best_runs=[0.9], direction=Direction.MAXIMIZE
+    )
+    unnominated = repeat_seeds(
+        once, NOISE, baseline=False, best_runs=[0.99], direction=Direction.MAXIMIZE
+    )
+    baseline = repeat_seeds(once, NOISE, baseline=True, best_runs=[], direction=Direction.MAXIMIZE)
+    assert nominee.confirm_s == 3 * 12.0  # its three fresh seeds, training and evaluation
+    assert unnominated.confirm_s == 0.0 and baseline.confirm_s == 0.0
+
+    search = seeded_search(session, settings, recipe, "maximize")
+    trial = session.query(Trial).filter_by(search_id=search.id, status=TrialStatus.RUNNING).one()
+    trial.worker, trial.attempts = "host:1", 1
+    session.commit()
+    assert transitions.finish(session, trial.id, "host:1", nominee, max_attempts=2)
+    session.commit()
+
+    report = halt_report(session, search.id)
+    assert report.confirm_seconds == pytest.approx(36.0)
+    assert report.sandbox_seconds >= report.confirm_seconds

@@ -57,11 +57,17 @@ class SearchOut(BaseModel):
     finished_at: datetime | None
     agents: list[AgentOut]
     stats: StatsOut
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What keeps the search from progressing, and what to do (one search "
+        "only; lists leave it empty): an agent failing every proposal, work no worker takes.",
+    )
 
     @classmethod
-    def build(cls, search: Search, stats: SearchStats) -> Self:
-        fields = {name: getattr(search, name) for name in cls.model_fields if name != "stats"}
-        return cls.model_validate({**fields, "stats": vars(stats)})
+    def build(cls, search: Search, stats: SearchStats, warnings: list[str] | None = None) -> Self:
+        names = [name for name in cls.model_fields if name not in ("stats", "warnings")]
+        fields = {name: getattr(search, name) for name in names}
+        return cls.model_validate({**fields, "stats": vars(stats), "warnings": warnings or []})
 
 
 class CheckOut(BaseModel):
@@ -204,6 +210,10 @@ class ReportOut(BaseModel):
     train_seconds: float
     eval_seconds: float
     sandbox_seconds_per_point: float | None
+    confirm_seconds: float = Field(
+        default=0.0,
+        description="Of sandbox_seconds, those spent confirming nominees on fresh seeds.",
+    )
 
 
 class FieldProblem(BaseModel):

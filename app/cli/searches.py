@@ -25,6 +25,7 @@ from app.domain.states import Label, SearchAction, SearchStatus, TrialStatus
 from app.services import control, import_recipe
 from app.services.control import TERMINAL
 from app.store import searches, trials
+from app.store.health import search_warnings
 from app.store.pagination import MAX_LIMIT
 from app.store.report import halt_report
 from app.store.trials import TrialFilter, TrialSort
@@ -88,7 +89,8 @@ def search_list(
 def _search_out(url: str, search_id: int) -> SearchOut:
     with db.session_scope(url) as session:
         search = searches.get_search(session, search_id)
-        return SearchOut.build(search, searches.search_stats(session, [search.id])[search.id])
+        stats = searches.search_stats(session, [search.id])[search.id]
+        return SearchOut.build(search, stats, search_warnings(session, search))
 
 
 @search_app.command("show")
@@ -103,6 +105,7 @@ def _report_lines(url: str, search_id: int) -> list[str]:
         found = halt_report(session, search_id)
         best = trials.get_trial(session, found.best_trial_id) if found.best_trial_id else None
         best_number = best.number if best is not None else None
+        said = search_warnings(session, searches.get_search(session, search_id))
     per_point = "-" if found.cost_per_point is None else f"${found.cost_per_point:.4g}"
     shown_best = "" if best_number is None else f" (trial {best_number}, id {found.best_trial_id})"
     return [
@@ -116,7 +119,9 @@ def _report_lines(url: str, search_id: int) -> list[str]:
         "  labels        " + ", ".join(f"{k} {v}" for k, v in found.labels.items()),
         f"  cost          ${found.cost_usd:.4f} ({per_point} per point)",
         f"  sandbox time  {found.sandbox_seconds:.0f}s ({found.train_seconds:.0f}s training, "
-        f"{found.eval_seconds:.0f}s evaluation, every seed)",
+        f"{found.eval_seconds:.0f}s evaluation, every seed; "
+        f"{found.confirm_seconds:.0f}s confirming nominees)",
+        *(f"  warning       {warning}" for warning in said),
     ]
 
 

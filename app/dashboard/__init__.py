@@ -57,6 +57,7 @@ LIVE_POLL_S = 1.0  # how often the event stream looks for progress
 COMPARE_MAX = 20  # searches on one /compare page: each costs a report and a chart
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals["label_css"] = Markup(palette.badge_css())  # one rule per Label
+templates.env.filters["metric"] = views.metric_text
 router = APIRouter(include_in_schema=False)
 sign_in = APIRouter(include_in_schema=False)  # open on a private server, as /static is
 
@@ -67,12 +68,29 @@ def install(app: FastAPI) -> None:
     app.include_router(sign_in)
 
 
+class Against(StrEnum):
+    PARENT = "parent"
+    BASELINE = "baseline"
+
+
+ERROR_TITLES = {
+    "NotFound": "Not found",
+    "Conflict": "Not possible now",
+    "InvalidRequest": "Bad request",
+    "InvalidSpec": "The search spec cannot be used",
+    "Unauthorized": "The API token is needed",
+    "SchemaOutdated": "The database needs an upgrade",
+}
+
+
 def error_page(request: Request, exc: TrialforgeError) -> Response:
-    """The HTML page for an error of a dashboard page (the API's errors stay JSON)."""
+    """The HTML page for an error of a dashboard page (the API's errors stay JSON), titled
+    in words, not by the exception's class."""
+    title = ERROR_TITLES.get(type(exc).__name__, "Something went wrong")
     return templates.TemplateResponse(
         request,
         "error.html",
-        {"error": type(exc).__name__, "message": exc.message, "auth": False},
+        {"error": title, "message": exc.message, "auth": False},
         status_code=exc.status_code,
     )
 
@@ -211,6 +229,9 @@ def trials_page(
         "trials.html",
         search=search,
         page=page,
+        parents=views.numbers_of(session, [t.parent_id for t in page.items if t.parent_id]),
+        first_page=cursor is not None,
+        live=search.status == SearchStatus.RUNNING,
         where=where,
         sort=sort,
         agents=[a.name for a in search.agents],
@@ -227,14 +248,23 @@ def trial_page(trial_id: int, request: Request, session: SessionDep) -> Response
 
 
 @router.get("/trials/{trial_id}/compare", response_class=HTMLResponse)
-def compare_page(trial_id: int, request: Request, session: SessionDep) -> Response:
+def compare_page(
+    trial_id: int, request: Request, session: SessionDep, against: Against = Against.PARENT
+) -> Response:
+    """The trial beside its parent (the diff it made), or beside the baseline (every edit of
+    its line, cumulated: what the best recipe changed in all)."""
     view = views.trial_view(session, trials.get_trial(session, trial_id))
+    if against is Against.BASELINE:
+        view, diff = views.from_baseline(session, view)
+    else:
+        diff = view.trial.diff
     if view.parent is None:
         raise NotFound(f"trial {trial_id} has no parent to compare with")
     keys = sorted(set(view.metrics) | set(view.parent.metrics or {}))
     return _page(
-        request, "compare.html", view=view, keys=keys, diff=views.diff_lines(view.trial.diff)
-    )
+        request, "compare.html", view=view, keys=keys, diff=views.diff_lines(diff),
+        against=against.value,
+    )  # fmt: skip
 
 
 @router.post("/searches/{search_id}/{action}")
@@ -245,8 +275,15 @@ def act(
     session: SessionDep,
     settings: SettingsDep,
     token: Annotated[str | None, Form()] = None,
-) -> RedirectResponse:
+    confirm: Annotated[str | None, Form()] = None,
+) -> Response:
+    """Pause and resume at once; cancel, which cannot be undone, after a page that asks."""
     _check_token(request, settings, token)
+    if action is SearchAction.CANCEL and confirm != "yes":
+        search = searches.get_search(session, search_id)
+        stats = searches.search_stats(session, [search_id])[search_id]
+        unfinished = stats.trials_total - stats.trials_finished
+        return _page(request, "confirm.html", search=search, unfinished=unfinished)
     control.apply_action(session, search_id, action, actor="dashboard")
     return RedirectResponse(f"/searches/{search_id}", status_code=303)
 

@@ -9,7 +9,9 @@ keyset page. So a page costs about the same at 100k trials as at 100.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Executable, func, select
@@ -19,7 +21,9 @@ from app.dashboard.charts import Bucket, Node
 from app.domain.digest import TrialNote
 from app.domain.leaderboard import BASELINE_AGENT, Standing, label_counts, standings
 from app.domain.spec import SearchSpec
-from app.domain.states import Direction, Label, TrialStatus
+from app.domain.states import Direction, Label, TrialStatus, can_rerun
+from app.gitstore import GitStore
+from app.store.health import search_warnings
 from app.store.lineage import Notes
 from app.store.models import Agent, Search, Trial, TrialRollup
 from app.store.ordering import best_of
@@ -45,6 +49,7 @@ class SearchView:
     labels: dict[str, int] = field(default_factory=dict)
     # The top kept trials as the agents read them (`app.store.lineage`): (trial id, note).
     kept: list[tuple[int, TrialNote]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # `app.domain.health`
 
 
 def search_view(session: Session, search: Search) -> SearchView:
@@ -99,6 +104,7 @@ def search_view(session: Session, search: Search) -> SearchView:
         last_number=last,
         labels=label_counts(counted),
         kept=[(ids[note.number], note) for note in kept],
+        warnings=search_warnings(session, search),
     )
 
 
@@ -219,6 +225,7 @@ class TrialView:
     children: list[tuple[int, int, str | None]]  # (id, number, label)
     delta: float | None  # over the parent, as stored when the trial finished (by direction)
     metrics: dict[str, Any]
+    rerun_refusal: str | None = None  # why it cannot be re-run; None: the page offers it
 
 
 def trial_view(session: Session, trial: Trial) -> TrialView:
@@ -234,7 +241,34 @@ def trial_view(session: Session, trial: Trial) -> TrialView:
             .limit(200)
         )
     ]
-    return TrialView(trial, search, parent, children, trial.delta, dict(trial.metrics or {}))
+    refusal = can_rerun(trial.status, trial.label, trial.commit_sha is not None, search.status)
+    metrics = dict(trial.metrics or {})
+    return TrialView(trial, search, parent, children, trial.delta, metrics, refusal)
+
+
+def numbers_of(session: Session, trial_ids: list[int]) -> dict[int, int]:
+    """Trial id -> its number in its search, for the rows a page shows."""
+    if not trial_ids:
+        return {}
+    rows = session.execute(select(Trial.id, Trial.number).where(Trial.id.in_(trial_ids)))
+    return {trial_id: number for trial_id, number in rows}
+
+
+def from_baseline(session: Session, view: TrialView) -> tuple[TrialView, str]:
+    """`view` set beside the search's baseline instead of its parent, and the diff of every
+    edit between them (git's, over the whole line of keeps that led to the trial)."""
+    baseline = session.scalar(
+        select(Trial).where(Trial.search_id == view.search.id, Trial.number == 0)
+    )
+    assert baseline is not None and baseline.commit_sha is not None
+    score, base = view.trial.score, baseline.score
+    direction = view.search.search_spec.evaluator.direction
+    gain = None if score is None or base is None else direction.gain(score, base)
+    beside = replace(view, parent=baseline, delta=gain)
+    if view.trial.commit_sha is None:
+        return beside, ""
+    store = GitStore(Path(view.search.repo_path))
+    return beside, store.diff(baseline.commit_sha, view.trial.commit_sha)
 
 
 def diff_lines(diff: str) -> list[tuple[str, str]]:
@@ -253,3 +287,21 @@ def diff_lines(diff: str) -> list[tuple[str, str]]:
             kind = "ctx"
         classes.append((kind, line))
     return classes
+
+
+def metric_text(value: Any) -> str:
+    """A metric as a reader wants it: six significant digits, nested values as JSON (never
+    Python's repr), true and false as JSON says them."""
+
+    def rounded(item: Any) -> Any:
+        if isinstance(item, float):
+            return float(f"{item:.6g}")
+        if isinstance(item, dict):
+            return {key: rounded(inner) for key, inner in item.items()}
+        if isinstance(item, list | tuple):
+            return [rounded(inner) for inner in item]
+        return item
+
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return json.dumps(rounded(value), default=str)
+    return f"{value:.6g}" if isinstance(value, float) else str(value)

@@ -58,6 +58,7 @@ class Execution:
     seeds: tuple[SeedRun, ...] = ()  # every run's outcome, in the order they ran
     train_s: float = 0.0  # sandbox seconds of every training run (preflights included)
     eval_s: float = 0.0  # sandbox seconds of every evaluation
+    confirm_s: float = 0.0  # of those, what confirming a nominee on fresh seeds took
 
     def plus_time_of(self, others: Iterable[Execution]) -> Execution:
         """This outcome, with the sandbox time of `others` (the other seeds) added to its own."""
@@ -134,7 +135,10 @@ def repeat_seeds(
                 runs=scored,
                 seeds=tuple(outcomes),
             )
-            return failed.plus_time_of(executions)
+            spent = failed.plus_time_of(executions)
+            return (
+                spent if baseline else replace(spent, confirm_s=_seconds([more, *executions[1:]]))
+            )
         executions.append(more)
     runs = tuple(score for e in executions if (score := score_of(e)) is not None)
     centre = mean(runs)
@@ -148,9 +152,18 @@ def repeat_seeds(
         verdict = Verdict(Label.GATE_MISS, centre, f"over {len(runs)} seeds: " + "; ".join(misses))
     confirmation = () if baseline else runs[1:]
     folded = replace(
-        first, verdict=verdict, runs=runs, confirmation=confirmation, seeds=tuple(outcomes)
+        first,
+        verdict=verdict,
+        runs=runs,
+        confirmation=confirmation,
+        seeds=tuple(outcomes),
+        confirm_s=0.0 if baseline else _seconds(executions[1:]),
     )
     return folded.plus_time_of(executions[1:])
+
+
+def _seconds(executions: Iterable[Execution]) -> float:
+    return sum(e.train_s + e.eval_s for e in executions)
 
 
 def _metric(execution: Execution, name: str) -> float:

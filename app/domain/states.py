@@ -128,3 +128,22 @@ class Decision(StrEnum):
 # Trials a proposal may build on (a parent, a rebase target): the baseline and the keeps.
 # Never "any ok trial": a scored trial that did not become the best was discarded.
 KEPT = (Decision.BASELINE, Decision.KEEP)
+
+# Outcomes decided before anything ran in the sandbox: such a trial has no run to repeat.
+NEVER_RAN = frozenset(
+    {Label.PATCH_REJECTED, Label.ILLEGAL_EDIT, Label.DUPLICATE, Label.NO_SUBMISSION}
+)
+# Searches that can still take trials: a re-run, a resume of their queue.
+ACTIVE = frozenset({SearchStatus.RUNNING, SearchStatus.PAUSED})
+
+
+def can_rerun(
+    status: TrialStatus, label: Label | None, has_commit: bool, search: SearchStatus
+) -> str | None:
+    """Why a trial cannot be run again, or None: it must have run, in a search still active.
+    The one rule for the service (which refuses) and the trial page (which offers)."""
+    if not has_commit or status != TrialStatus.FINISHED or label in NEVER_RAN:
+        return "it has no finished run to repeat"
+    if search not in ACTIVE:
+        return f"its search is {search}"
+    return None

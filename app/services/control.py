@@ -16,12 +16,14 @@ from sqlalchemy.orm import Session
 
 from app.domain.spec import parse_spec
 from app.domain.states import (
+    ACTIVE,
     SEARCH_TRANSITIONS,
     UNFINISHED,
     Label,
     SearchAction,
     SearchStatus,
     TrialStatus,
+    can_rerun,
 )
 from app.errors import Conflict, InvalidSpec, NotFound
 from app.gitstore import GitStore
@@ -32,7 +34,6 @@ from app.store.searches import get_search
 from app.store.trials import get_trial
 
 TERMINAL = frozenset({SearchStatus.CANCELLED, SearchStatus.FINISHED})
-ACTIVE = (SearchStatus.RUNNING, SearchStatus.PAUSED)
 
 
 def apply_action(session: Session, search_id: int, action: SearchAction, *, actor: str) -> Search:
@@ -153,17 +154,21 @@ def rerun_trial(session: Session, trial_id: int, *, actor: str) -> Trial:
     parent and agent, so it sits beside it in the lineage.
     """
     original = get_trial(session, trial_id)
-    if original.commit_sha is None or original.status != TrialStatus.FINISHED:
-        raise Conflict(f"trial {trial_id} has no finished run to repeat")
+    search_status = get_search(session, original.search_id).status
+    refusal = can_rerun(
+        original.status, original.label, original.commit_sha is not None, search_status
+    )
+    if refusal is not None or original.commit_sha is None:
+        raise Conflict(f"cannot re-run trial {trial_id}: {refusal}")
     locked = session.execute(
         update(Search)
         .where(Search.id == original.search_id, Search.status.in_(ACTIVE))
         .values(updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    if locked.rowcount != 1:  # type: ignore[attr-defined]
+    if locked.rowcount != 1:  # type: ignore[attr-defined]  # it moved meanwhile
         status = get_search(session, original.search_id).status
-        raise Conflict(f"cannot re-run a trial of a search that is {status}")
+        raise Conflict(f"cannot re-run trial {trial_id}: its search is {status}")
     number = session.scalar(
         select(func.max(Trial.number)).where(Trial.search_id == original.search_id)
     )

@@ -217,6 +217,12 @@ class Trial(Base):
     eval_s: Mapped[float | None] = mapped_column(
         Float, doc="Sandbox seconds of its evaluations, every seed's."
     )
+    confirm_s: Mapped[float] = mapped_column(
+        Float,
+        default=0.0,
+        server_default="0",
+        doc="Of its sandbox seconds, those of its confirmation on fresh seeds (a nominee's).",
+    )
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
     log_tail: Mapped[str] = mapped_column(Text, default="")
     evaluator_digest: Mapped[str | None] = mapped_column(
@@ -286,6 +292,9 @@ class TrialRollup(Base):
     wallclock_s: Mapped[float] = mapped_column(Float, doc="Sandbox time of their training.")
     eval_s: Mapped[float] = mapped_column(
         Float, default=0.0, server_default="0", doc="Sandbox time of their evaluations."
+    )
+    confirm_s: Mapped[float] = mapped_column(
+        Float, default=0.0, server_default="0", doc="Sandbox time of their confirmations."
     )
 
 

@@ -36,6 +36,7 @@ class HaltReport:
     train_seconds: float
     eval_seconds: float
     sandbox_seconds_per_point: float | None
+    confirm_seconds: float = 0.0  # of sandbox_seconds: confirming nominees on fresh seeds
 
 
 def halt_report(session: Session, search_id: int, stats: SearchStats | None = None) -> HaltReport:
@@ -67,5 +68,6 @@ def halt_report(session: Session, search_id: int, stats: SearchStats | None = No
         sandbox_seconds=sandbox,
         train_seconds=stats.wallclock_s,
         eval_seconds=stats.eval_s,
+        confirm_seconds=stats.confirm_s,
         sandbox_seconds_per_point=sandbox / improvement if improvement else None,
     )

@@ -120,6 +120,7 @@ def advance(session: Session, search: Search) -> int:
             func.coalesce(func.sum(Trial.cost_usd), 0.0),
             func.coalesce(func.sum(Trial.wallclock_s), 0.0),
             func.coalesce(func.sum(Trial.eval_s), 0.0),
+            func.coalesce(func.sum(Trial.confirm_s), 0.0),
         )
         .where(
             Trial.search_id == search.id,
@@ -128,8 +129,10 @@ def advance(session: Session, search: Search) -> int:
         )
         .group_by(block, Trial.agent_id, Trial.status, Trial.label)
     )
-    columns = ["search_id", "block", "agent_id", "status", "label", "count", "best", "keeps",
-               "best_delta", "tokens", "cost_usd", "wallclock_s", "eval_s"]  # fmt: skip
+    columns = [
+        *("search_id", "block", "agent_id", "status", "label", "count", "best", "keeps"),
+        *("best_delta", "tokens", "cost_usd", "wallclock_s", "eval_s", "confirm_s"),
+    ]
     session.execute(insert(TrialRollup).from_select(columns, sums))
     search.rollup_blocks = settled
     return settled

@@ -28,6 +28,7 @@ class SearchStats:
     cost_usd: float = 0.0
     wallclock_s: float = 0.0  # sandbox time of every training run (all seeds, preflights)
     eval_s: float = 0.0  # sandbox time of every evaluation
+    confirm_s: float = 0.0  # of the two, what confirming nominees on fresh seeds took
     baseline_score: float | None = None
     best_score: float | None = None
 
@@ -67,6 +68,7 @@ def search_stats(session: Session, search_ids: list[int]) -> dict[int, SearchSta
         func.sum(TrialRollup.cost_usd),
         func.sum(TrialRollup.wallclock_s),
         func.sum(TrialRollup.eval_s),
+        func.sum(TrialRollup.confirm_s),
     ).where(TrialRollup.search_id.in_(search_ids))
     live = (
         select(
@@ -77,14 +79,17 @@ def search_stats(session: Session, search_ids: list[int]) -> dict[int, SearchSta
             func.sum(Trial.cost_usd),
             func.sum(Trial.wallclock_s),
             func.sum(Trial.eval_s),
+            func.sum(Trial.confirm_s),
         )
         .join(Search, Search.id == Trial.search_id)
         .where(Trial.search_id.in_(search_ids), Trial.number >= Search.rollup_blocks * BLOCK)
     )
-    counts: dict[int, tuple[int, int, int, float, float, float]] = {}
+    counts: dict[int, tuple[int, int, int, float, float, float, float]] = {}
     for query in (stored.group_by(TrialRollup.search_id), live.group_by(Trial.search_id)):
-        for search_id, total, finished, ok, cost, busy, scoring in session.execute(query):
-            seen = counts.get(search_id, (0, 0, 0, 0.0, 0.0, 0.0))
+        for search_id, total, finished, ok, cost, busy, scoring, confirming in session.execute(
+            query
+        ):
+            seen = counts.get(search_id, (0, 0, 0, 0.0, 0.0, 0.0, 0.0))
             counts[search_id] = (
                 seen[0] + int(total),
                 seen[1] + int(finished or 0),
@@ -92,6 +97,7 @@ def search_stats(session: Session, search_ids: list[int]) -> dict[int, SearchSta
                 seen[3] + float(cost or 0.0),
                 seen[4] + float(busy or 0.0),
                 seen[5] + float(scoring or 0.0),
+                seen[6] + float(confirming or 0.0),
             )
     baseline = dict(
         session.execute(
@@ -109,7 +115,7 @@ def search_stats(session: Session, search_ids: list[int]) -> dict[int, SearchSta
     )
     return {
         search_id: SearchStats(
-            *counts.get(search_id, (0, 0, 0, 0.0, 0.0, 0.0)),
+            *counts.get(search_id, (0, 0, 0, 0.0, 0.0, 0.0, 0.0)),
             baseline_score=baseline.get(search_id),
             best_score=best.get(search_id),
         )

@@ -140,6 +140,7 @@ def finish(
     # Every attempt's sandbox time counts, a retried one's too: it was spent.
     trial.wallclock_s = (trial.wallclock_s or 0.0) + execution.train_s
     trial.eval_s = (trial.eval_s or 0.0) + execution.eval_s
+    trial.confirm_s = (trial.confirm_s or 0.0) + execution.confirm_s
     if verdict.retryable and trial.attempts < max_attempts:
         trial.status, trial.worker, trial.label_reason = TrialStatus.READY, None, verdict.reason
         events.record(

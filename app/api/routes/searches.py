@@ -24,6 +24,7 @@ from app.domain.spec import SearchSpec
 from app.domain.states import Label, SearchAction, SearchStatus, TrialStatus
 from app.services import control, import_recipe
 from app.store import searches, trials
+from app.store.health import search_warnings
 from app.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.store.report import halt_report
 from app.store.trials import TrialFilter, TrialSort
@@ -36,7 +37,8 @@ Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous 
 
 def _out(session: SessionDep, search_id: int) -> SearchOut:
     search = searches.get_search(session, search_id)
-    return SearchOut.build(search, searches.search_stats(session, [search.id])[search.id])
+    stats = searches.search_stats(session, [search.id])[search.id]
+    return SearchOut.build(search, stats, search_warnings(session, search))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteGuard])

@@ -1,0 +1,82 @@
+"""The facts behind a search's warnings (`app.domain.health`), in a few bounded queries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import QueryableAttribute, Session
+
+from app.domain.health import Outcome, Pipeline, Waiting, warnings
+from app.domain.states import SearchStatus, TrialStatus
+from app.store.clock import db_now
+from app.store.models import Search, Trial
+
+RECENT = 200  # latest finished trials read for the agents' streaks
+PROPOSE_QUEUE = "propose"  # the proposal workers' queue (workers.celery_app names it too)
+
+
+def search_warnings(session: Session, search: Search) -> list[str]:
+    """What keeps this search from progressing, with what to do; empty when nothing does.
+    Only a running search waits on workers; any search can have a failing agent."""
+    names = {agent.id: agent.name for agent in search.agents}
+    latest: dict[str, list[Outcome]] = {}
+    rows = session.execute(
+        select(Trial.agent_id, Trial.label, Trial.label_reason)
+        .where(
+            Trial.search_id == search.id,
+            Trial.status == TrialStatus.FINISHED,
+            Trial.agent_id.is_not(None),
+        )
+        .order_by(Trial.number.desc())
+        .limit(RECENT)
+    )
+    for agent_id, label, reason in rows:
+        latest.setdefault(names.get(agent_id or 0, "?"), []).append(Outcome(label, reason or ""))
+    if search.status != SearchStatus.RUNNING:
+        return warnings(latest, Pipeline())
+    spec, now = search.search_spec, db_now(session)
+    trial_queue = spec.budgets.trial.queue
+
+    def waiting(
+        queue: str, since: ColumnElement[Any] | QueryableAttribute[Any], *where: ColumnElement[bool]
+    ) -> Waiting | None:
+        count, oldest = session.execute(
+            select(func.count(), func.min(since)).where(Trial.search_id == search.id, *where)
+        ).one()
+        return Waiting(int(count), _age_s(now, oldest), queue) if count and oldest else None
+
+    running = (
+        session.scalar(
+            select(func.count()).where(
+                Trial.search_id == search.id, Trial.status == TrialStatus.RUNNING
+            )
+        )
+        or 0
+    )
+    queued = waiting(trial_queue, Trial.queued_at, Trial.status == TrialStatus.QUEUED)
+    ready = waiting(
+        trial_queue,
+        func.coalesce(Trial.heartbeat_at, Trial.sent_at, Trial.created_at),
+        Trial.status == TrialStatus.READY,
+    )
+    proposals = waiting(
+        PROPOSE_QUEUE,
+        func.coalesce(Trial.sent_at, Trial.created_at),
+        Trial.status == TrialStatus.PROPOSED,
+        Trial.worker.is_(None),
+    )
+    busy = running + (queued.count if queued else 0)
+    pipeline = Pipeline(
+        ready, queued, proposals, running, spec.budgets.search.max_concurrent - busy
+    )
+    return warnings(latest, pipeline)
+
+
+def _age_s(now: datetime, then: datetime | str) -> float:
+    """Seconds since `then` (SQLite returns aggregated timestamps as text)."""
+    moment = datetime.fromisoformat(then) if isinstance(then, str) else then
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=now.tzinfo)
+    return (now - moment).total_seconds()
