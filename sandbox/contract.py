@@ -71,6 +71,8 @@ class RunRequest:
     # /output's size while the trial runs: a write past it fails inside the sandbox (the
     # Docker runner's volume of this size); None: no cap.
     output_cap_bytes: int | None = None
+    # A CPU-seconds budget: the run is killed once its processes used this much CPU time.
+    cpu_limit_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ class RunResult:
     infra_error: str | None  # our failure, not the trial's; retry, don't label
     output_full: bool = False  # the trial wrote past `output_cap_bytes`: its writes failed
     removed: tuple[str, ...] = ()  # links, FIFOs, devices taken out of /output before use
+    cpu_s: float | None = None  # CPU time of every process of the run; None: not measured here
+    cpu_overrun: bool = False  # killed at its CPU-seconds budget
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,10 @@ import logging
 import os
 import tarfile
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import cached_property
 from http import HTTPStatus
 from pathlib import Path
 from typing import Literal
@@ -67,6 +68,7 @@ from sandbox.contract import (
     SandboxUnavailable,
     WorkerRequest,
 )
+from sandbox.cputime import CpuClock
 from sandbox.logtail import TailBuffer
 from sandbox.metrics import evaluator_verdict
 
@@ -88,6 +90,7 @@ OUTPUT_SLACK_BYTES = 4096  # past the cap: a trial that tried to write more show
 HOLD_COMMAND = "exec sleep 2147483647"  # the holder only keeps the output volume mounted
 HOLD_LIMITS = Limits(wallclock_s=0.0, memory_bytes=32 * 1024**2, cpus=0.05, pids=4)
 
+CPU_POLL_S = 0.2  # how often a CPU-seconds budget is checked against the kernel's counter
 IPC_BYTES = 1024 * 1024  # the socket's tmpfs: a socket needs no room; nothing else belongs
 
 Role = Literal["run", "eval", "hold", "model"]
@@ -107,6 +110,7 @@ class _Container:
     env: Mapping[str, str]
     limits: Limits
     owner: str = ""
+    cpu_limit_s: float | None = None  # a CPU-seconds budget (trial runs only)
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ class _Exited:
     image_digest: str
     log_tail: str
     stdout_tail: str
+    cpu_s: float | None = None
+    cpu_overrun: bool = False
 
 
 class DockerRunner:
@@ -154,7 +160,13 @@ class DockerRunner:
             env={**request.env, OUTPUT_ENV: OUTPUT_MOUNT},
             limits=request.limits,
             owner=request.owner,
+            cpu_limit_s=request.cpu_limit_s,
         )
+        if request.cpu_limit_s is not None and self._cpu_clock is None:
+            return _not_run(
+                "this trial host cannot measure CPU time, which the CPU-seconds budget needs "
+                "(a worker running as root on the host, Docker's cgroupfs driver)"
+            )
         cap = request.output_cap_bytes
         try:
             # Our own uid, or nobody's when we are root, must be able to write /output.
@@ -167,17 +179,7 @@ class DockerRunner:
                 exited, removed = self._execute_capped(spec, request.output_dir, cap)
             artifact_bytes = directory_bytes(request.output_dir)
         except (*_DOCKER_ERRORS, OSError, tarfile.TarError) as error:
-            return RunResult(
-                exit_code=None,
-                oom_killed=False,
-                timed_out=False,
-                wallclock_s=0.0,
-                artifact_bytes=0,
-                log_tail="",
-                image_digest=None,
-                isolated=True,
-                infra_error=_infra_error(spec, error),
-            )
+            return _not_run(_infra_error(spec, error))
         return RunResult(
             exit_code=exited.exit_code,
             oom_killed=exited.oom_killed,
@@ -190,6 +192,8 @@ class DockerRunner:
             infra_error=None,
             output_full=cap is not None and artifact_bytes > cap,
             removed=tuple(removed),
+            cpu_s=exited.cpu_s,
+            cpu_overrun=exited.cpu_overrun,
         )
 
     def _execute_capped(
@@ -356,11 +360,20 @@ class DockerRunner:
         return removed
 
     def _execute(self, spec: _Container) -> _Exited:
-        container = self._create(spec)
+        clock = self._cpu_clock if spec.role == "run" else None
+        parent = clock.new_parent(spec.trial_id) if clock else None
+        container = self._create(spec, cgroup_parent=parent)
         try:
             container.start()
             started = time.monotonic()  # the budget starts with the trial, not our set-up
-            finished = _wait(container, deadline=started + spec.limits.wallclock_s)
+            deadline = started + spec.limits.wallclock_s
+            over_cpu = False
+            if clock and parent and spec.cpu_limit_s is not None:
+                finished, over_cpu = _wait_within_cpu(
+                    container, deadline, lambda: clock.seconds(parent), spec.cpu_limit_s
+                )
+            else:
+                finished = _wait(container, deadline=deadline)
             waited_s = time.monotonic() - started
             if not finished:
                 _kill(container)
@@ -369,7 +382,7 @@ class DockerRunner:
             state = container.attrs["State"]
             return _Exited(
                 exit_code=exit_code,
-                timed_out=not finished,
+                timed_out=not finished and not over_cpu,
                 oom_killed=exit_code == OOM_EXIT_CODE and bool(state["OOMKilled"]),
                 wallclock_s=_ran_s(state, fallback=waited_s),
                 image_digest=str(container.attrs["Image"]),
@@ -378,9 +391,22 @@ class DockerRunner:
                 stdout_tail=(
                     _logs(container, stdout=True, stderr=False) if spec.role == "eval" else ""
                 ),
+                cpu_s=clock.seconds(parent) if clock and parent else None,
+                cpu_overrun=over_cpu,
             )
         finally:
             _remove(container, spec)
+            if clock and parent:
+                clock.remove(parent)
+
+    @cached_property
+    def _cpu_clock(self) -> CpuClock | None:
+        """This host's CPU counters, when the daemon's cgroups are ours to read."""
+        try:
+            driver = str(self._client.info().get("CgroupDriver", ""))
+        except _DOCKER_ERRORS:
+            return None
+        return CpuClock.find(driver)
 
     def _tmpfs_volume(self, size: int, spec: _Container) -> Volume:
         """A RAM-backed volume of `size` bytes that only the container user can use; it
@@ -401,7 +427,7 @@ class DockerRunner:
             OWNER_LABEL: spec.owner,
         }
 
-    def _create(self, spec: _Container) -> Container:
+    def _create(self, spec: _Container, cgroup_parent: str | None = None) -> Container:
         limits = spec.limits
         device_requests = (
             [DeviceRequest(device_ids=list(limits.gpu_ids), capabilities=[["gpu"]])]
@@ -428,6 +454,7 @@ class DockerRunner:
             device_requests=device_requests,
             # The holder runs only our `sleep`: it needs no second kernel.
             runtime=None if spec.role == "hold" else self.runtime,
+            cgroup_parent=cgroup_parent,
             labels=self._labels(spec),
             log_config=LogConfig(
                 type=LogConfig.types.JSON,
@@ -443,6 +470,21 @@ class DockerRunner:
         return container
 
 
+def _not_run(reason: str) -> RunResult:
+    """The result of a run that never happened, for a reason of ours."""
+    return RunResult(
+        exit_code=None,
+        oom_killed=False,
+        timed_out=False,
+        wallclock_s=0.0,
+        artifact_bytes=0,
+        log_tail="",
+        image_digest=None,
+        isolated=True,
+        infra_error=reason,
+    )
+
+
 def _ran_s(state: Mapping[str, object], fallback: float) -> float:
     """How long the container's process ran, from the daemon's own start and exit times:
     neither our start-up of it nor our polling is charged to the trial."""
@@ -453,6 +495,22 @@ def _ran_s(state: Mapping[str, object], fallback: float) -> float:
         return fallback
     ran = (ended - started).total_seconds()
     return ran if 0 <= ran <= fallback + 1 else fallback  # a clock that jumped: ours
+
+
+def _wait_within_cpu(
+    container: Container, deadline: float, used: Callable[[], float | None], limit_s: float
+) -> tuple[bool, bool]:
+    """(exited, over its CPU budget): wait in short steps, reading the CPU counter between."""
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            container.wait(timeout=min(CPU_POLL_S, left))
+            return True, False
+        except requests.exceptions.RequestException:
+            container.reload()  # still running, or the daemon is gone (an infra error)
+        spent = used()
+        if spent is not None and spent > limit_s:
+            return False, True
+    return False, False
 
 
 def _wait(container: Container, deadline: float) -> bool:

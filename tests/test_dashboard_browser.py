@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.dashboard.palette import contrast, mark_colour
 from app.domain.states import Label
 from app.server import create_app
 from app.store.models import Search, Trial
@@ -188,3 +189,37 @@ def test_the_api_docs_render_offline_and_take_the_token_once(
     shot(page, "7-api-docs")
 
     assert outside == []
+
+
+def test_every_page_fits_a_phone_and_keeps_its_chart_text_legible(
+    server: str, browser: Browser, search: Search
+) -> None:
+    """At 390 px the whole page scrolled sideways and chart text shrank to about 3 px."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    outside = guarded(page, server)
+    paths = ["/", f"/searches/{search.id}", f"/searches/{search.id}/trials",
+             f"/trials/{search.best_trial_id}", f"/compare?ids={search.id}"]  # fmt: skip
+
+    for path in paths:
+        page.goto(server + path)
+        sideways = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert sideways <= 1, (path, sideways)
+        heights = page.eval_on_selector_all(
+            "svg.chart text", "texts => texts.map(t => t.getBoundingClientRect().height)"
+        )
+        assert all(height >= 7 for height in heights if height), (path, min(heights))
+    shot(page, "8-search-390px")
+    page.goto(f"{server}/searches/{search.id}")
+    assert page.get_by_label("API token").count() == 1  # the token input has a name
+    skip = page.locator("a.skip")  # keyboard users pass the graph's dots in one step
+    assert skip.count() == 1 and skip.get_attribute("href") == "#after-lineage"
+
+    assert outside == []
+
+
+def test_failure_marks_stand_out_from_the_chart() -> None:
+    """Marks in the pale label colours had 1.5:1-2.1:1 contrast on white."""
+    for label in Label:
+        assert contrast(mark_colour(label.value), "#ffffff") >= 3.0, label

@@ -310,3 +310,21 @@ def test_the_trials_table_shows_parent_decision_and_deltas_and_sorts_from_its_he
     cursor = opening.split('id="next" href="?sort=oldest&amp;cursor=')[1].split('"')[0]
     later = client.get(f"/searches/{search.id}/trials?sort=oldest&cursor={cursor}").text
     assert '<a id="first" href="?sort=oldest">' in later
+
+
+def test_compare_picks_searches_on_the_page_and_draws_them_on_one_chart(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    first = seeded_search(session, settings, recipe, "maximize")
+    second = seeded_search(session, settings, recipe, "maximize")
+
+    picker = client.get("/compare").text
+    both = client.get(f"/compare?ids={first.id}&ids={second.id}").text
+
+    assert f'<input type="checkbox" name="ids" value="{first.id}" >' in picker
+    assert 'id="comparison-chart"' not in picker
+    assert f'value="{first.id}" checked' in both and f'value="{second.id}" checked' in both
+    chart = both.split('id="comparison-chart"')[1].split("</svg>")[0]
+    assert chart.count('<polyline class="series"') == 2
+    assert f"{first.id} · {first.name}</text>" in chart
+    assert client.get(f"/compare?ids={first.id},{second.id}").text.count('class="series"') == 2

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.dashboard.charts import Bucket, failure_strips
-from app.dashboard.palette import LABEL_COLOURS
+from app.dashboard.charts import Bucket, Node, failure_strips, lineage_graph
+from app.dashboard.palette import AGENT_COLOURS, LABEL_COLOURS, agent_colours
 from app.domain.states import Label
 from testing.factories import Recipe, add_trial, seeded_search
 
@@ -52,3 +52,26 @@ def test_every_page_styles_a_badge_for_every_label(
     legend = page[page.index("Outcomes per agent over time") :]
     for label in (Label.NO_SUBMISSION, Label.PREFLIGHT_CRASH):
         assert f'fill="{LABEL_COLOURS[label]}"' in legend
+
+
+def test_no_agent_is_coloured_like_an_outcome() -> None:
+    """Issue 18: a knobs agent drawn purple read as illegal_edit."""
+    agents = agent_colours([f"agent{n}" for n in range(len(AGENT_COLOURS))])
+
+    assert not set(agents.values()) & set(LABEL_COLOURS.values())
+    assert len(set(agents.values())) == len(agents)
+
+
+def test_the_lineage_graph_names_each_lane_whole_and_numbers_its_nodes() -> None:
+    """Lane names were clipped at 56 px ("ptimizer", "hitecture")."""
+    lanes = ["baseline", "optimizer", "architecture"]
+    wider = "Wider hidden layer, 128 units."
+    nodes = [Node(1, 0, None, "baseline", "ok", 0.5, "the recipe"),
+             Node(2, 1, 1, "architecture", "ok", 0.6, wider)]  # fmt: skip
+
+    svg = lineage_graph(nodes, [1, 2], agent_colours(lanes[1:]), lanes)
+
+    for name in lanes:
+        assert f"<title>{name}</title>{name}</text>" in svg
+    assert '<text class="num"' in svg and ">1</text>" in svg
+    assert f"{wider}</title>" in svg

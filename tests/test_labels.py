@@ -352,3 +352,37 @@ def test_a_steps_budget_needs_its_limit_and_metric() -> None:
 
     assert refused.value.detail[0]["field"] == "budgets.trial"
     assert "needs `limit` and `unit_metric`" in refused.value.detail[0]["message"]
+
+
+def cpu_spec(**trial: Any) -> SearchSpec:
+    raw = SPEC.model_dump(mode="json")
+    raw["budgets"]["trial"].update(unit="cpu_seconds", **trial)
+    return parse_spec(raw)
+
+
+def test_a_cpu_seconds_budget_is_what_the_kernel_counted_not_what_the_evaluator_says() -> None:
+    """Issue 20: on a shared host wall-clock measures the neighbours; CPU time does not."""
+    spec = cpu_spec(limit=30)
+    killed = replace(CLEAN_RUN, exit_code=137, cpu_overrun=True, cpu_s=30.4, wallclock_s=17.0)
+
+    over = label(killed, None, spec)
+    within = label(replace(CLEAN_RUN, cpu_s=12.0), PASSING, spec)
+
+    assert over.label is Label.BUDGET_OVERRUN
+    assert over.reason == "killed at its 30 CPU-seconds budget (ran 17.0s)"
+    assert within.label is Label.OK  # no evaluator metric is asked for
+
+
+@pytest.mark.parametrize(
+    ("trial", "message"),
+    [({}, "needs `limit` (seconds) and no `unit_metric`"),
+     ({"limit": 30, "unit_metric": "cpu"}, "needs `limit` (seconds) and no `unit_metric`")],
+    ids=["no limit", "a metric"],
+)  # fmt: skip
+def test_a_cpu_seconds_budget_needs_a_limit_and_no_metric(
+    trial: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidSpec) as refused:
+        cpu_spec(**trial)
+
+    assert message in refused.value.detail[0]["message"]

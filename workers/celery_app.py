@@ -27,9 +27,8 @@ from kombu.transport import sqlalchemy as sqlalchemy_transport
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings, settings
-from app.domain.spec import TRIALS_QUEUE
+from app.domain.spec import PROPOSE_QUEUE, TRIALS_QUEUE
 
-PROPOSE_QUEUE = "propose"
 PREPARE_ATTEMPTS = 5
 EMBEDDED_POLL_S = 0.1  # kombu's default 1 s would add half a second to every dispatch
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import settings
 from app.db import get_engine
+from app.domain.spec import PROPOSE_QUEUE
 from app.services import hosts
 from app.services import propose as proposals
 from app.services import run_trial as trials
@@ -28,7 +29,7 @@ from app.services import schedule as scheduling
 from app.store.tick import Send, Task
 from sandbox import Runner
 from sandbox.select import make_runner
-from workers.celery_app import PROPOSE_QUEUE, celery
+from workers.celery_app import celery
 
 logger = logging.getLogger(__name__)
 

@@ -109,6 +109,11 @@ class TrialSummaryOut(BaseModel):
         default=None, description="Sandbox seconds of its training runs (every seed, preflight)."
     )
     eval_s: float | None = Field(default=None, description="Sandbox seconds of its evaluations.")
+    cpu_s: float | None = Field(
+        default=None,
+        description="CPU seconds of its training runs' processes (kernel-counted; None where "
+        "the trial host cannot count them).",
+    )
     artifact_bytes: int | None
     image: str | None
     image_digest: str | None

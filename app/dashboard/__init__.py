@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
@@ -66,6 +66,9 @@ def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router, dependencies=[ReadGuard])
     app.include_router(sign_in)
+
+
+COMPARE_PICKER = 50  # newest searches offered to pick from on /compare
 
 
 class Against(StrEnum):
@@ -138,7 +141,7 @@ def search_page(search_id: int, request: Request, session: SessionDep) -> Respon
     search = searches.get_search(session, search_id)
     view = views.search_view(session, search)
     stats = searches.search_stats(session, [search_id])[search_id]
-    colours = charts.agent_colours(view.agents)
+    colours = palette.agent_colours(view.agents)
     direction = view.spec.evaluator.direction
     return _page(
         request,
@@ -176,20 +179,26 @@ def _allowed(status: str, action: SearchAction) -> bool:
 
 
 @router.get("/compare", response_class=HTMLResponse)
-def compare_searches(request: Request, session: SessionDep, ids: str = "") -> Response:
-    """Searches side by side, e.g. the arms of a control study: `/compare?ids=1,2`."""
-    parts = [part for part in ids.split(",") if part.strip()]
+def compare_searches(
+    request: Request, session: SessionDep, ids: Annotated[list[str] | None, Query()] = None
+) -> Response:
+    """Searches side by side, e.g. the arms of a control study: `/compare?ids=1,2`, or
+    picked on the page (`?ids=1&ids=2`); their best-so-far lines on one chart."""
+    given = ",".join(ids or [])
+    parts = [part for part in given.split(",") if part.strip()]
     if len(parts) > COMPARE_MAX:
         raise InvalidRequest(f"compare at most {COMPARE_MAX} searches at once, not {len(parts)}")
     try:
         wanted = [int(part) for part in parts]
     except ValueError as error:
-        raise InvalidRequest(f"ids must be search ids separated by commas, not {ids!r}") from error
-    columns = []
-    for search_id in wanted:
+        raise InvalidRequest(
+            f"ids must be search ids separated by commas, not {given!r}"
+        ) from error
+    columns, lines = [], []
+    for index, search_id in enumerate(wanted):
         search = searches.get_search(session, search_id)
         view = views.search_view(session, search)
-        colours = charts.agent_colours(view.agents)
+        colours = palette.agent_colours(view.agents)
         columns.append(
             {
                 "search": search,
@@ -202,7 +211,18 @@ def compare_searches(request: Request, session: SessionDep, ids: str = "") -> Re
                 ),
             }
         )
-    return _page(request, "compare_searches.html", columns=columns)
+        corners = charts.best_so_far(view.buckets, view.spec.evaluator.direction, view.last_number)
+        colour = palette.AGENT_COLOURS[index % len(palette.AGENT_COLOURS)]
+        lines.append(charts.Series(f"{search.id} · {search.name}", colour, corners))
+    recent = searches.list_searches(session, limit=COMPARE_PICKER, cursor=None).items
+    return _page(
+        request,
+        "compare_searches.html",
+        columns=columns,
+        chart=charts.comparison_chart(lines) if lines else None,
+        recent=recent,
+        picked=set(wanted),
+    )
 
 
 @router.get("/searches/{search_id}/trials", response_class=HTMLResponse)

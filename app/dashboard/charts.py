@@ -15,17 +15,16 @@ from html import escape
 
 from markupsafe import Markup
 
-from app.dashboard.palette import LABEL_COLOURS, label_colour
+from app.dashboard.palette import LABEL_COLOURS, label_colour, mark_colour
 from app.domain.states import Direction
 
 WIDTH, HEIGHT = 900, 300
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 16, 16, 36
 FAIL_BAND = 14  # px at the bottom of the progress chart where failures are marked
-PALETTE = (
-    "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2",
-    "#edc948", "#ff9da7", "#9c755f", "#e15759", "#bab0ac",
-)  # fmt: skip
-BASELINE_COLOUR = "#333333"
+CHAR_PX = 7  # an estimate of one character's width in the charts' 12 px font
+LANE_PAD_MAX = 180  # the widest the lineage graph's lane names may make its left margin
+NUMBERED_NODES = 60  # up to this many nodes, every node shows its trial number
+HOVER_CHARS = 160  # of a hypothesis, in a node's hover text
 
 
 @dataclass(frozen=True)
@@ -48,12 +47,7 @@ class Node:
     agent: str
     label: str | None
     score: float | None
-
-
-def agent_colours(agents: Sequence[str]) -> dict[str, str]:
-    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(agents)}
-    colours["baseline"] = BASELINE_COLOUR
-    return colours
+    hypothesis: str = ""
 
 
 def progress_chart(
@@ -77,18 +71,10 @@ def progress_chart(
     x = _scale(0, max(last_number, 1), PAD_LEFT, WIDTH - PAD_RIGHT)
     y = _scale(low, high, HEIGHT - PAD_BOTTOM - FAIL_BAND, PAD_TOP)
     parts.append(_axes(low, high, last_number, y))
-    best: float | None = None
-    steps: list[str] = []
-    for bucket in scored:
-        assert bucket.best is not None
-        if best is None or direction.better(bucket.best, best):
-            if best is not None:
-                steps.append(f"{x(bucket.first):.1f},{y(best):.1f}")
-            best = bucket.best
-            steps.append(f"{x(bucket.first):.1f},{y(best):.1f}")
-    if best is not None:
-        steps.append(f"{x(last_number):.1f},{y(best):.1f}")
-    parts.append(f'<polyline class="best" points="{" ".join(steps)}"/>')
+    steps = " ".join(
+        f"{x(n):.1f},{y(v):.1f}" for n, v in best_so_far(scored, direction, last_number)
+    )
+    parts.append(f'<polyline class="best" points="{steps}"/>')
     for bucket in scored:
         assert bucket.best is not None
         title = (
@@ -115,8 +101,62 @@ def progress_chart(
         cx = x((first + span[first]) / 2)
         parts.append(
             f'<path class="fail" d="M{cx - 3:.1f},{band - 3:.1f}l6,6m0,-6l-6,6" '
-            f'stroke="{label_colour(worst)}">'
+            f'stroke="{mark_colour(worst)}">'
             f"<title>{escape(title)}</title></path>"
+        )
+    return _svg(parts)
+
+
+def best_so_far(
+    buckets: Sequence[Bucket], direction: Direction, last_number: int
+) -> list[tuple[float, float]]:
+    """The corners of the best-so-far step line, (trial number, best), to `last_number`."""
+    scored = sorted((b for b in buckets if b.label == "ok" and b.best is not None),
+                    key=lambda b: b.first)  # fmt: skip
+    best: float | None = None
+    corners: list[tuple[float, float]] = []
+    for bucket in scored:
+        assert bucket.best is not None
+        if best is None or direction.better(bucket.best, best):
+            if best is not None:
+                corners.append((bucket.first, best))
+            best = bucket.best
+            corners.append((bucket.first, best))
+    if best is not None:
+        corners.append((last_number, best))
+    return corners
+
+
+@dataclass(frozen=True)
+class Series:
+    """One search's best-so-far line in a comparison."""
+
+    name: str
+    colour: str
+    corners: list[tuple[float, float]]
+
+
+def comparison_chart(series: Sequence[Series]) -> Markup:
+    """Several searches' best-so-far lines on shared axes, a colour each, with a legend."""
+    parts = [_frame("comparison-chart", "Best so far, every search on the same axes")]
+    values = [v for line in series for _, v in line.corners]
+    if not values:
+        parts.append(_note("no scored trials yet"))
+        return _svg(parts)
+    low, high = min(values), max(values)
+    if high == low:
+        low, high = low - 0.5 * (abs(low) or 1), high + 0.5 * (abs(high) or 1)
+    last = max(int(n) for line in series for n, _ in line.corners)
+    x = _scale(0, max(last, 1), PAD_LEFT, WIDTH - PAD_RIGHT)
+    y = _scale(low, high, HEIGHT - PAD_BOTTOM, PAD_TOP)
+    parts.append(_axes(low, high, last, y))
+    for index, line in enumerate(series):
+        points = " ".join(f"{x(n):.1f},{y(v):.1f}" for n, v in line.corners)
+        parts.append(
+            f'<polyline class="series" points="{points}" stroke="{line.colour}" fill="none" '
+            f'stroke-width="2"><title>{escape(line.name)}</title></polyline>'
+            f'<text x="{PAD_LEFT + 8}" y="{PAD_TOP + 12 + 14 * index}" fill="{line.colour}">'
+            f"{escape(line.name)}</text>"
         )
     return _svg(parts)
 
@@ -179,7 +219,10 @@ def lineage_graph(
     height = PAD_TOP + max(len(lanes), 1) * lane_h + PAD_BOTTOM
     ordered = sorted(nodes, key=lambda n: n.number)
     column = {node.trial_id: index for index, node in enumerate(ordered)}
-    x = _scale(0, max(len(ordered) - 1, 1), PAD_LEFT + 10, WIDTH - PAD_RIGHT - 10)
+    # The margin fits the longest lane name (it clipped them at 56 px: "ptimizer").
+    left = min(max(PAD_LEFT, 12 + CHAR_PX * max((len(name) for name in lanes), default=0)),
+               LANE_PAD_MAX)  # fmt: skip
+    x = _scale(0, max(len(ordered) - 1, 1), left + 10, WIDTH - PAD_RIGHT - 10)
     lane_of = {name: index for index, name in enumerate(lanes)}
 
     def pos(node: Node) -> tuple[float, float]:
@@ -193,9 +236,12 @@ def lineage_graph(
     ]
     for name in lanes:
         lane_y = PAD_TOP + lane_of[name] * lane_h + lane_h / 2
+        room = (left - 12) // CHAR_PX
+        shown = name if len(name) <= room else name[: max(room - 1, 1)] + "…"
         parts.append(
-            f'<text x="{PAD_LEFT - 6}" y="{lane_y + 4}" text-anchor="end">{escape(name)}</text>'
-            f'<line class="lane" x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" y1="{lane_y}" '
+            f'<text x="{left - 6}" y="{lane_y + 4}" text-anchor="end" class="lane-name">'
+            f"<title>{escape(name)}</title>{escape(shown)}</text>"
+            f'<line class="lane" x1="{left}" x2="{WIDTH - PAD_RIGHT}" y1="{lane_y}" '
             f'y2="{lane_y}"/>'
         )
     for node in ordered:
@@ -216,11 +262,17 @@ def lineage_graph(
         stroke = "#222" if node.trial_id in on_path else label_colour(node.label)
         score = "" if node.score is None else f", score {node.score:.6g}"
         title = f"trial {node.number} by {node.agent}: {node.label or 'pending'}{score}"
+        if node.hypothesis:
+            title += f"\n{node.hypothesis[:HOVER_CHARS]}"
+        number = ""
+        if node.trial_id in on_path or len(ordered) <= NUMBERED_NODES:
+            number = (f'<text class="num" x="{cx:.1f}" y="{cy - 8:.1f}" '
+                      f'text-anchor="middle">{node.number}</text>')  # fmt: skip
         parts.append(
             f'<a href="/trials/{node.trial_id}" class="node" data-trial="{node.trial_id}">'
             f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{6 if node.trial_id in on_path else 4.5}" '
             f'fill="{fill}" stroke="{stroke}" stroke-width="2"><title>{escape(title)}</title>'
-            "</circle></a>"
+            f"</circle>{number}</a>"
         )
     return _svg(parts)
 

@@ -25,6 +25,21 @@ LABEL_COLOURS: dict[Label, str] = {
     Label.INFRA_ERROR: "#4e4e4e",
 }
 UNKNOWN_COLOUR = "#888888"
+# Agents' colours: hues no label uses, so an agent's dot never reads as an outcome.
+AGENT_COLOURS = (
+    "#1f77b4", "#17becf", "#6a3d9a", "#2ca02c", "#08306b",
+    "#c51b7d", "#7f7f00", "#005f5f", "#9467bd", "#3182bd",
+)  # fmt: skip
+BASELINE_COLOUR = "#333333"
+
+
+def agent_colours(agents: list[str]) -> dict[str, str]:
+    """Each agent's colour, in roster order, and the baseline's."""
+    colours = {name: AGENT_COLOURS[i % len(AGENT_COLOURS)] for i, name in enumerate(agents)}
+    colours["baseline"] = BASELINE_COLOUR
+    return colours
+
+
 BADGE_TINT = 0.75  # how far a badge's background is mixed towards white, so its text stays legible
 
 
@@ -36,6 +51,33 @@ def label_colour(label: str | None) -> str:
         return UNKNOWN_COLOUR
 
 
+MARK_CONTRAST = 3.0  # WCAG's least for marks that carry meaning, against the white chart
+
+
+def mark_colour(label: str | None) -> str:
+    """A label's colour darkened until it stands out from white by MARK_CONTRAST: the
+    failure marks drawn in the pale ones (duplicate, size_failure) could not be seen."""
+    colour = label_colour(label)
+    while contrast(colour, "#ffffff") < MARK_CONTRAST:
+        colour = _tint(colour, -0.08)
+    return colour
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG's contrast ratio of two colours, 1 to 21."""
+    lighter, darker = sorted((_luminance(first), _luminance(second)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def _luminance(colour: str) -> float:
+    def linear(channel: int) -> float:
+        value = channel / 255
+        return value / 12.92 if value <= 0.03928 else ((value + 0.055) / 1.055) ** 2.4
+
+    red, green, blue = (linear(int(colour[i : i + 2], 16)) for i in (1, 3, 5))
+    return 0.2126 * red + 0.7152 * green + 0.0722 * blue
+
+
 def badge_css() -> str:
     """One `.label-<name>` rule per label: a light tint of its colour behind dark text."""
     return "\n".join(
@@ -45,5 +87,7 @@ def badge_css() -> str:
 
 
 def _tint(colour: str, amount: float) -> str:
+    """Mixed towards white by `amount` (0 to 1), or towards black when it is negative."""
     channels = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
-    return "#" + "".join(f"{round(c + (255 - c) * amount):02x}" for c in channels)
+    target = 255 if amount >= 0 else 0
+    return "#" + "".join(f"{round(c + (target - c) * abs(amount)):02x}" for c in channels)

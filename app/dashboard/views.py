@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Executable, func, select
 from sqlalchemy.orm import Session
 
-from app.dashboard.charts import Bucket, Node
+from app.dashboard.charts import HOVER_CHARS, Bucket, Node
 from app.domain.digest import TrialNote
 from app.domain.leaderboard import BASELINE_AGENT, Standing, label_counts, standings
 from app.domain.spec import SearchSpec
@@ -207,13 +207,16 @@ def lineage_nodes(session: Session, search_id: int, best_path: list[int]) -> lis
     wanted = recent_ids | set(best_path)
     parents = set(session.scalars(select(Trial.parent_id).where(Trial.id.in_(wanted)))) - {None}
     rows = session.execute(
-        select(Trial.id, Trial.number, Trial.parent_id, Agent.name, Trial.label, Trial.score)
+        select(
+            Trial.id, Trial.number, Trial.parent_id, Agent.name, Trial.label, Trial.score,
+            func.substr(Trial.hypothesis, 1, HOVER_CHARS),
+        )
         .outerjoin(Agent, Trial.agent_id == Agent.id)
         .where(Trial.id.in_(wanted | parents))
-    )
+    )  # fmt: skip
     return [
-        Node(trial_id, number, parent_id, agent or BASELINE_AGENT, label, score)
-        for trial_id, number, parent_id, agent, label, score in rows
+        Node(trial_id, number, parent_id, agent or BASELINE_AGENT, label, score, hypothesis or "")
+        for trial_id, number, parent_id, agent, label, score, hypothesis in rows
     ]
 
 

@@ -110,7 +110,11 @@ def search_rules(spec: SearchSpec, noise_sd: float | None) -> list[str]:
         f"wall-clock; {_size(budget.memory)} of memory (swap included), {budget.cpus:g} "
         f"CPUs, {budget.gpus} GPUs; the artifact in /output may hold at most {cap}.",
     ]
-    if budget.unit is not BudgetUnit.WALLCLOCK:
+    if budget.unit is BudgetUnit.CPU_SECONDS:
+        rules.append(f"The budget that counts is {budget.limit:g} CPU-seconds: the CPU time of "
+                     "every process of the run, counted by the kernel; the run is killed "
+                     "there.")  # fmt: skip
+    elif budget.unit.evaluator_counts:
         rules.append(f"The budget that counts is {budget.limit:g} {budget.unit}, as the "
                      f"evaluator's {budget.unit_metric} reports.")  # fmt: skip
     if spec.evaluator.worker is not None:

@@ -21,7 +21,7 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.domain.spec import BudgetUnit, EvaluatorSpec, Gate, SearchSpec, TrialBudget
+from app.domain.spec import EvaluatorSpec, Gate, SearchSpec, TrialBudget
 from app.domain.states import Label
 from sandbox.contract import EvalResult, RunResult
 
@@ -68,6 +68,12 @@ def run_verdict(run: RunResult, budget: TrialBudget) -> Verdict | None:
     """The verdict the run alone decides, or None when it passed and awaits evaluation."""
     if run.infra_error is not None:
         return Verdict(Label.INFRA_ERROR, None, f"sandbox failed: {run.infra_error}")
+    if run.cpu_overrun:
+        return Verdict(
+            Label.BUDGET_OVERRUN,
+            None,
+            f"killed at its {budget.limit:g} CPU-seconds budget (ran {run.wallclock_s:.1f}s)",
+        )
     if run.timed_out:
         return Verdict(
             Label.BUDGET_OVERRUN,
@@ -125,7 +131,7 @@ def _score(evaluation: EvalResult, evaluator: EvaluatorSpec, budget: TrialBudget
     score, problem = metric_value(evaluation.metrics, evaluator.metric)
     if score is None:
         return Verdict(Label.EVALUATOR_ERROR, None, problem)
-    if budget.unit is not BudgetUnit.WALLCLOCK:
+    if budget.unit.evaluator_counts:
         assert budget.unit_metric is not None and budget.limit is not None  # the spec ensures
         used, problem = metric_value(evaluation.metrics, budget.unit_metric)
         if used is None:

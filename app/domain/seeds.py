@@ -59,14 +59,17 @@ class Execution:
     train_s: float = 0.0  # sandbox seconds of every training run (preflights included)
     eval_s: float = 0.0  # sandbox seconds of every evaluation
     confirm_s: float = 0.0  # of those, what confirming a nominee on fresh seeds took
+    cpu_s: float | None = None  # CPU time of every training run's processes; None: unmeasured
 
     def plus_time_of(self, others: Iterable[Execution]) -> Execution:
         """This outcome, with the sandbox time of `others` (the other seeds) added to its own."""
         spent = list(others)
+        measured = [e.cpu_s for e in [self, *spent] if e.cpu_s is not None]
         return replace(
             self,
             train_s=self.train_s + sum(e.train_s for e in spent),
             eval_s=self.eval_s + sum(e.eval_s for e in spent),
+            cpu_s=sum(measured) if measured else None,
         )
 
 

@@ -47,6 +47,7 @@ from app.errors import InvalidSpec
 
 DEFAULT_IMAGE = "trialforge/sandbox:latest"
 TRIALS_QUEUE = "trials"  # the trial queue every trial host shares unless told otherwise
+PROPOSE_QUEUE = "propose"  # the proposal workers' queue (and the scheduler's ticks)
 _GATE_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
 
 
@@ -162,14 +163,22 @@ class NoiseSpec(StrictModel):
 
 class BudgetUnit(StrEnum):
     WALLCLOCK = "wallclock"  # seconds of the run command, measured by the runner
+    CPU_SECONDS = "cpu_seconds"  # CPU time of the run's processes, counted by the kernel
     STEPS = "steps"  # training steps the evaluator verifies from the artifact or logs
     TOKENS = "tokens"  # training tokens, likewise
+
+    @property
+    def evaluator_counts(self) -> bool:
+        """Steps and tokens are the evaluator's to report; time is ours to measure."""
+        return self in (BudgetUnit.STEPS, BudgetUnit.TOKENS)
 
 
 class TrialBudget(StrictModel):
     """What one trial may use. `wallclock_s` always bounds the run command (it is killed
-    there); with `unit` steps or tokens, the budget that counts is the evaluator's own
-    measure, in its metric `unit_metric`, which must not exceed `limit`."""
+    there); with `unit` cpu_seconds, the run is also killed once its processes used
+    `limit` seconds of CPU (fair on a shared host, where wall-clock measures the
+    neighbours too); with steps or tokens, the budget that counts is the evaluator's
+    own measure, in its metric `unit_metric`, which must not exceed `limit`."""
 
     wallclock_s: Duration = 600.0
     memory: Bytes = Field(default=ByteSize(2 * 1024**3), gt=16 * 1024**2)
@@ -177,7 +186,9 @@ class TrialBudget(StrictModel):
     gpus: int = Field(default=0, ge=0, le=64)
     artifact_max_bytes: Bytes | None = Field(default=None, gt=0)
     unit: BudgetUnit = BudgetUnit.WALLCLOCK
-    limit: float | None = Field(default=None, gt=0, le=1e18, description="For steps or tokens.")
+    limit: float | None = Field(
+        default=None, gt=0, le=1e18, description="For cpu_seconds, steps or tokens."
+    )
     unit_metric: str | None = Field(
         default=None, description="The evaluator metric that reports the steps or tokens used."
     )
@@ -190,11 +201,12 @@ class TrialBudget(StrictModel):
 
     @model_validator(mode="after")
     def _unit_needs_a_measure(self) -> Self:
-        counted = self.unit is not BudgetUnit.WALLCLOCK
-        if counted and (self.limit is None or not self.unit_metric):
+        if self.unit.evaluator_counts and (self.limit is None or not self.unit_metric):
             raise ValueError(f"a {self.unit} budget needs `limit` and `unit_metric`")
-        if not counted and (self.limit is not None or self.unit_metric):
-            raise ValueError("`limit` and `unit_metric` are for steps or tokens budgets")
+        if self.unit is BudgetUnit.CPU_SECONDS and (self.limit is None or self.unit_metric):
+            raise ValueError("a cpu_seconds budget needs `limit` (seconds) and no `unit_metric`")
+        if self.unit is BudgetUnit.WALLCLOCK and (self.limit is not None or self.unit_metric):
+            raise ValueError("`limit` and `unit_metric` are for cpu_seconds, steps or tokens")
         return self
 
 

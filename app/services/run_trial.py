@@ -26,7 +26,7 @@ from app.db import session_scope
 from app.domain.labels import Verdict, label, preflight_verdict, run_verdict
 from app.domain.placement import NoGpuSlot, gpu_slot
 from app.domain.seeds import Execution, repeat_seeds
-from app.domain.spec import SearchSpec
+from app.domain.spec import BudgetUnit, SearchSpec
 from app.domain.states import Label
 from app.errors import EditRejected
 from app.fingerprint import directory_digest
@@ -120,6 +120,9 @@ def execute(
 
         artifact_cap = spec.budgets.trial.artifact_max_bytes
         cap = None if artifact_cap is None else int(artifact_cap)
+        cpu_limit = (
+            spec.budgets.trial.limit if spec.budgets.trial.unit is BudgetUnit.CPU_SECONDS else None
+        )
 
         def run_command(command: str, limits: Limits, into: Path) -> RunResult:
             into.mkdir(exist_ok=True)
@@ -134,38 +137,42 @@ def execute(
                     env=env,
                     owner=owner,
                     output_cap_bytes=cap,
+                    cpu_limit_s=cpu_limit,
                 )
             )
 
-        preflight_s = 0.0
+        preflight_s, preflight_cpu = 0.0, None
         if spec.preflight is not None:
             budget = spec.budgets.trial.model_copy(
                 update={"wallclock_s": spec.preflight.wallclock_s}
             )
             limits = replace(trial_limits(spec, gpu_ids), wallclock_s=spec.preflight.wallclock_s)
             checked = run_command(spec.preflight.command, limits, Path(work, "preflight"))
-            preflight_s = checked.wallclock_s
+            preflight_s, preflight_cpu = checked.wallclock_s, checked.cpu_s
             verdict = preflight_verdict(checked, budget)
             if verdict is not None:
-                return Execution(verdict, checked, train_s=preflight_s)
+                return Execution(verdict, checked, train_s=preflight_s, cpu_s=preflight_cpu)
         run = run_command(spec.run, trial_limits(spec, gpu_ids), output)
         train_s = preflight_s + run.wallclock_s
+        cpu_s = _added(preflight_cpu, run.cpu_s)
         verdict = run_verdict(run, spec.budgets.trial)
         if verdict is not None:
-            return Execution(verdict, run, train_s=train_s)
+            return Execution(verdict, run, train_s=train_s, cpu_s=cpu_s)
         data_dir = Path(spec.evaluator.data) if spec.evaluator.data else None
         try:
             digest = directory_digest(Path(spec.evaluator.path), data_dir)
         except OSError as error:
             reason = f"cannot read the evaluator or its data: {error}"
-            return Execution(Verdict(Label.INFRA_ERROR, None, reason), run, train_s=train_s)
+            return Execution(
+                Verdict(Label.INFRA_ERROR, None, reason), run, train_s=train_s, cpu_s=cpu_s
+            )
         if evaluator_digest is not None and digest != evaluator_digest:
             reason = (
                 "the evaluator's files or held-out data changed since the search started "
                 f"(digest {digest[:12]}, expected {evaluator_digest[:12]}); not scored"
             )
             changed = Verdict(Label.EVALUATOR_ERROR, None, reason)
-            return Execution(changed, run, None, digest, True, train_s=train_s)
+            return Execution(changed, run, None, digest, True, train_s=train_s, cpu_s=cpu_s)
         evaluation = runner.evaluate(
             EvalRequest(
                 trial_id=trial_id,
@@ -190,8 +197,20 @@ def execute(
     verdict = label(run, evaluation, spec)
     runs = (verdict.score,) if verdict.label is Label.OK and verdict.score is not None else ()
     return Execution(
-        verdict, run, evaluation, digest, runs=runs, train_s=train_s, eval_s=evaluation.wallclock_s
+        verdict,
+        run,
+        evaluation,
+        digest,
+        runs=runs,
+        train_s=train_s,
+        eval_s=evaluation.wallclock_s,
+        cpu_s=cpu_s,
     )
+
+
+def _added(first: float | None, second: float | None) -> float | None:
+    """The sum of two measures, or None when neither was measured."""
+    return None if first is None and second is None else (first or 0.0) + (second or 0.0)
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from app.domain.health import Outcome, Pipeline, Waiting, warnings
+from app.domain.spec import PROPOSE_QUEUE
 from app.domain.states import SearchStatus, TrialStatus
 from app.store.clock import db_now
 from app.store.models import Search, Trial
 
 RECENT = 200  # latest finished trials read for the agents' streaks
-PROPOSE_QUEUE = "propose"  # the proposal workers' queue (workers.celery_app names it too)
 
 
 def search_warnings(session: Session, search: Search) -> list[str]:

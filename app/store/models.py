@@ -223,6 +223,9 @@ class Trial(Base):
         server_default="0",
         doc="Of its sandbox seconds, those of its confirmation on fresh seeds (a nominee's).",
     )
+    cpu_s: Mapped[float | None] = mapped_column(
+        Float, doc="CPU seconds of its training runs' processes, every seed's (kernel-counted)."
+    )
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
     log_tail: Mapped[str] = mapped_column(Text, default="")
     evaluator_digest: Mapped[str | None] = mapped_column(

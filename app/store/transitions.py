@@ -22,6 +22,7 @@ from app.domain.states import Decision, Label, SearchStatus, TrialStatus
 from app.store import events, promotion
 from app.store.clock import db_now
 from app.store.models import Search, Trial
+from sandbox import RunResult
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,8 @@ def finish(
     trial.wallclock_s = (trial.wallclock_s or 0.0) + execution.train_s
     trial.eval_s = (trial.eval_s or 0.0) + execution.eval_s
     trial.confirm_s = (trial.confirm_s or 0.0) + execution.confirm_s
+    if execution.cpu_s is not None:
+        trial.cpu_s = (trial.cpu_s or 0.0) + execution.cpu_s
     if verdict.retryable and trial.attempts < max_attempts:
         trial.status, trial.worker, trial.label_reason = TrialStatus.READY, None, verdict.reason
         events.record(
@@ -166,7 +169,7 @@ def finish(
         trial.metrics = {**trial.metrics, "seeds": [asdict(run) for run in execution.seeds]}
     if run is not None:
         budget = search.search_spec.budgets.trial
-        trial.metrics = {**trial.metrics, "budget": budget_used(budget, trial, run.wallclock_s)}
+        trial.metrics = {**trial.metrics, "budget": budget_used(budget, trial, run)}
         trial.artifact_bytes = run.artifact_bytes
         trial.log_tail, trial.image_digest, trial.isolated = (
             run.log_tail,
@@ -199,11 +202,14 @@ def finish(
     return True
 
 
-def budget_used(budget: TrialBudget, trial: Trial, wallclock_s: float) -> dict[str, object]:
+def budget_used(budget: TrialBudget, trial: Trial, run: RunResult) -> dict[str, object]:
     """What the trial's budget counted, in its unit, recorded with the trial."""
     if budget.unit is BudgetUnit.WALLCLOCK:
-        return {"unit": budget.unit, "used": wallclock_s, "limit": budget.wallclock_s,
+        return {"unit": budget.unit, "used": run.wallclock_s, "limit": budget.wallclock_s,
                 "covers": "the run command"}  # fmt: skip
+    if budget.unit is BudgetUnit.CPU_SECONDS:
+        return {"unit": budget.unit, "used": run.cpu_s, "limit": budget.limit,
+                "covers": "the CPU time of the run command's processes"}  # fmt: skip
     used = (trial.metrics or {}).get(budget.unit_metric or "")
     return {"unit": budget.unit, "used": used, "limit": budget.limit,
             "covers": f"the evaluator's {budget.unit_metric}"}  # fmt: skip

@@ -12,13 +12,21 @@ the trial process's own, from the daemon's start and exit times.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import docker
 import pytest
 
 from sandbox import RunRequest
 from sandbox.artifacts import directory_bytes
-from sandbox.docker_runner import NAMESPACE_LABEL, OUTPUT_SLACK_BYTES, TRIAL_LABEL, DockerRunner
+from sandbox.cputime import CGROUP_ROOT, PARENT
+from sandbox.docker_runner import (
+    CPU_POLL_S,
+    NAMESPACE_LABEL,
+    OUTPUT_SLACK_BYTES,
+    TRIAL_LABEL,
+    DockerRunner,
+)
 from tests.sandbox.contract import LIMITS, Harness, MiB
 
 pytestmark = pytest.mark.docker
@@ -117,3 +125,43 @@ def test_the_wallclock_is_the_trials_own_run_not_our_start_up_of_it(
 
     assert result.exit_code == 0
     assert 1.0 <= result.wallclock_s < 1.12
+
+
+BURN = """
+import os, time
+children = [os.fork() for _ in range(1)]  # two processes, each burning CPU for {seconds}s
+start = time.process_time()
+while time.process_time() - start < {seconds}:
+    pass
+if children[0]:
+    os.wait()
+print("burnt", flush=True)
+"""
+
+
+def test_the_cpu_time_of_every_process_is_counted_by_the_kernel(
+    docker_harness: Harness,
+) -> None:
+    result = docker_harness.run(BURN.format(seconds=0.6), limits=replace(LIMITS, cpus=2.0))
+
+    assert result.exit_code == 0, result.log_tail
+    assert result.cpu_s is not None and 1.2 <= result.cpu_s < 1.2 + 0.5  # both processes
+
+
+def test_a_cpu_seconds_budget_kills_the_run_there_and_nothing_of_it_stays(
+    docker_harness: Harness,
+) -> None:
+    request = RunRequest(
+        trial_id=docker_harness.trial_id, image=docker_harness.image,
+        command="python3 train.py", recipe_dir=docker_harness.recipe,
+        output_dir=docker_harness.output, limits=replace(LIMITS, cpus=2.0), cpu_limit_s=0.5,
+    )  # fmt: skip
+    (docker_harness.recipe / "train.py").write_text(BURN.format(seconds=30))
+
+    result = docker_harness.runner.run(request)
+
+    assert result.cpu_overrun and not result.timed_out
+    assert result.cpu_s is not None and 0.5 < result.cpu_s < 0.5 + 2 * 2 * CPU_POLL_S + 0.3
+    assert result.wallclock_s < 5
+    assert not any(CGROUP_ROOT.glob(f"*/{PARENT}/{docker_harness.trial_id}-*"))
+    assert not any(CGROUP_ROOT.glob(f"{PARENT}/{docker_harness.trial_id}-*"))

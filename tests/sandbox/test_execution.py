@@ -17,7 +17,7 @@ import pytest
 
 from app.domain.edits import Replace, render_diff
 from app.domain.seeds import Execution, repeat_seeds
-from app.domain.spec import Gate, NoiseSpec, Preflight, SearchSpec, parse_spec
+from app.domain.spec import BudgetUnit, Gate, NoiseSpec, Preflight, SearchSpec, parse_spec
 from app.domain.states import Direction, Label
 from app.fingerprint import directory_digest
 from app.gitstore import GitStore
@@ -416,3 +416,24 @@ def test_the_evaluator_runs_in_its_own_image_with_its_own_limits(
         "scorer:torch", 3.0, 512 * MiB, 42.0,
     )  # fmt: skip
     assert (default.image, default.limits.cpus) == (spec.image, spec.budgets.trial.cpus)
+
+
+def test_a_cpu_seconds_budget_runs_where_cpu_time_is_counted_and_nowhere_else(
+    runner: Runner, store: tuple[GitStore, str], spec: SearchSpec, tmp_path: Path
+) -> None:
+    repo, _ = store
+    budget = spec.budgets.trial.model_copy(update={"unit": BudgetUnit.CPU_SECONDS, "limit": 0.5})
+    counted = spec.model_copy(update={"budgets": spec.budgets.model_copy(update={"trial": budget})})
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 20: pass\n"
+    burns = commit_edit(store, with_body(burn), protected=["data/**"])
+
+    done = execute(repo, burns, counted, runner, trial_id=abs(hash(burns)) % 10**6,
+                   scratch_dir=tmp_path / "work")  # fmt: skip
+
+    if isinstance(runner, LocalRunner):
+        assert done.verdict.label is Label.INFRA_ERROR
+        assert "cannot count CPU time" in done.verdict.reason
+    else:
+        assert done.verdict.label is Label.BUDGET_OVERRUN, done.verdict.reason
+        assert "0.5 CPU-seconds budget" in done.verdict.reason
+        assert done.cpu_s is not None and done.cpu_s > 0.5
