@@ -20,7 +20,7 @@ import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import git
@@ -169,6 +169,18 @@ class GitStore:
         if status != 0:
             raise NotFound(f"no file {path!r} at {commit[:12]}")
         return content
+
+    def reader(self, sha: str) -> Callable[[str], str | None]:
+        """`read(path)`: the file at `sha`, or None when there is none (what edits and knobs
+        read a recipe through)."""
+
+        def read(path: str) -> str | None:
+            try:
+                return self.show_file(sha, path)
+            except NotFound:
+                return None
+
+        return read
 
     def list_files(self, sha: str) -> list[str]:
         """Every file path in the tree of `sha`, repo-relative, in git's order."""

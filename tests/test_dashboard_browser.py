@@ -78,6 +78,8 @@ def search(session: Session, settings: Settings, recipe: Recipe) -> Search:
         hypothesis="Halve the learning rate",
     )  # fmt: skip
     found.best_trial_id = best.id
+    for trial in session.scalars(select(Trial).where(Trial.search_id == found.id)):
+        trial.params = {"lr": round(0.1 / (1 + trial.number), 4)}  # as recorded when proposed
     session.commit()
     return found
 
@@ -142,6 +144,10 @@ def test_audit_a_search_from_the_list_to_a_diff_and_pause_it_with_the_token(
     assert page.locator("#comparison tbody tr").count() == 1
     assert page.locator("svg#progress circle.point").count() > 0
     shot(page, "5-compare")
+
+    page.goto(f"{server}/searches/{search.id}/params")
+    assert page.locator("svg#parallel polyline.param-line").count() == 6  # the scored ones
+    shot(page, "5b-params")
 
     page.goto(f"{server}/searches/{search.id}")
     page.click("#actions button[value=pause]")  # without the token: the form refuses

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from random import Random
 
-from app.agents.files import parent_reader
 from app.config import Settings
 from app.domain.edits import MalformedEdit, render_diff
 from app.domain.knobs import mutate
@@ -18,7 +17,7 @@ class ControlAgent:
         self.settings = settings
 
     def propose(self, job: ProposalJob, store: GitStore) -> Proposal:
-        read = parent_reader(store, job.parent_commit)
+        read = store.reader(job.parent_commit)
         try:
             draft = mutate(job.agent.knobs, read, Random(job.seed))
             return Proposal(draft.hypothesis, render_diff(draft.edits, read))

@@ -26,7 +26,6 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from app.agents.chat import EndpointFailed, complete
-from app.agents.files import parent_reader
 from app.agents.session import run_session
 from app.agents.usage import add_usage, call_usage
 from app.config import Settings
@@ -59,7 +58,7 @@ class LLMAgent:
         client, endpoint = self._client(agent)
         if agent.mode is LLMMode.SESSION:
             return run_session(client, endpoint, job, store)
-        read = parent_reader(store, job.parent_commit)
+        read = store.reader(job.parent_commit)
         messages = cast(list[ChatCompletionMessageParam], build_messages(job.digest))
         transcript = [transcript_entry(m["role"], str(m.get("content", ""))) for m in messages]
         usage = Usage()

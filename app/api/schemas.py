@@ -105,6 +105,10 @@ class TrialSummaryOut(BaseModel):
         default=None, description="The improvement the proposing agent expected, for calibration."
     )
     metrics: dict[str, Any]
+    params: dict[str, float | str] | None = Field(
+        default=None,
+        description="The declared knobs' values in its recipe (whoever edited it), by name.",
+    )
     wallclock_s: float | None = Field(
         default=None, description="Sandbox seconds of its training runs (every seed, preflight)."
     )

@@ -43,6 +43,7 @@ from app.config import Settings
 from app.dashboard import charts, palette, views
 from app.dashboard.context import as_data
 from app.db import session_scope
+from app.domain.knobs import declared
 from app.domain.states import Label, SearchAction, SearchStatus, TrialStatus, next_search_status
 from app.errors import InvalidRequest, NotFound, TrialforgeError, Unauthorized
 from app.services import control
@@ -225,6 +226,25 @@ def compare_searches(
     )
 
 
+@router.get("/searches/{search_id}/params", response_class=HTMLResponse)
+def params_page(search_id: int, request: Request, session: SessionDep) -> Response:
+    """Where the search looked in its declared knobs' space, and what each point scored."""
+    search = searches.get_search(session, search_id)
+    spec = search.search_spec
+    names = [knob.name for knob in declared(spec.agents)]
+    points = views.param_points(session, search)
+    direction = spec.evaluator.direction
+    return _page(
+        request,
+        "params.html",
+        search=search,
+        names=names,
+        count=len(points),
+        parallel=charts.parallel_coordinates(points, names, direction),
+        scatters=[(name, charts.param_scatter(points, name)) for name in names],
+    )
+
+
 @router.get("/searches/{search_id}/trials", response_class=HTMLResponse)
 def trials_page(
     search_id: int,
@@ -252,6 +272,7 @@ def trials_page(
         parents=views.numbers_of(session, [t.parent_id for t in page.items if t.parent_id]),
         first_page=cursor is not None,
         live=search.status == SearchStatus.RUNNING,
+        knobs=[knob.name for knob in declared(search.search_spec.agents)],
         where=where,
         sort=sort,
         agents=[a.name for a in search.agents],

@@ -161,6 +161,116 @@ def comparison_chart(series: Sequence[Series]) -> Markup:
     return _svg(parts)
 
 
+@dataclass(frozen=True)
+class Point:
+    """A scored trial in the parameter space."""
+
+    trial_id: int
+    number: int
+    params: Mapping[str, float | str]
+    score: float
+
+
+def _positions(points: Sequence[Point], name: str) -> tuple[dict[float | str, float], list[str]]:
+    """Each value of one param on a 0..1 axis (numbers by value, choices by name), and the
+    tick labels (low, high; or every choice)."""
+    values = [p.params[name] for p in points if name in p.params]
+    numbers = [v for v in values if isinstance(v, int | float)]
+    if numbers and len(numbers) == len(values):
+        low, high = min(numbers), max(numbers)
+        span = (high - low) or 1.0
+        return {v: (v - low) / span for v in numbers}, [f"{low:.4g}", f"{high:.4g}"]
+    names = sorted({str(v) for v in values})
+    step = 1 / max(len(names) - 1, 1)
+    return {v: names.index(str(v)) * step for v in values}, names
+
+
+def parallel_coordinates(points: Sequence[Point], params: Sequence[str],
+                         direction: Direction) -> Markup:  # fmt: skip
+    """One line per scored trial across an axis per param and the score; the better the
+    score, the darker the line, the best in the accent colour."""
+    parts = [_frame("parallel", "Params and score, one line per scored trial")]
+    if not points or not params:
+        parts.append(_note("no scored trial with params yet"))
+        return _svg(parts)
+    axes = [*params, "score"]
+    scores = [p.score for p in points]
+    best = direction.best(scores)
+    low, high = min(scores), max(scores)
+    x = _scale(0, max(len(axes) - 1, 1), PAD_LEFT + 20, WIDTH - PAD_RIGHT - 20)
+    y = _scale(0, 1, HEIGHT - PAD_BOTTOM, PAD_TOP)
+    places = {name: _positions(points, name) for name in params}
+    for index, name in enumerate(axes):
+        ticks = [f"{low:.4g}", f"{high:.4g}"] if name == "score" else places[name][1]
+        parts.append(
+            f'<line class="axis" x1="{x(index):.1f}" y1="{PAD_TOP}" x2="{x(index):.1f}" '
+            f'y2="{HEIGHT - PAD_BOTTOM}"/><text x="{x(index):.1f}" y="{HEIGHT - 8}" '
+            f'text-anchor="middle">{escape(name)}</text>'
+            f'<text x="{x(index) + 4:.1f}" y="{HEIGHT - PAD_BOTTOM:.1f}">{escape(ticks[0])}</text>'
+            f'<text x="{x(index) + 4:.1f}" y="{PAD_TOP + 10}">{escape(ticks[-1])}</text>'
+        )
+    span = (high - low) or 1.0
+    for point in sorted(points, key=lambda p: direction.rank(p.score), reverse=True):
+        goodness = direction.gain(point.score, low if direction.higher_is_better else high) / span
+        corners = [
+            (x(i), y(places[name][0].get(point.params.get(name, ""), 0.5)))
+            for i, name in enumerate(params)
+        ] + [(x(len(params)), y((point.score - low) / span))]
+        colour = "#0969da" if point.score == best else _tint_grey(goodness)
+        title = f"trial {point.number}: score {point.score:.6g}; " + ", ".join(
+            f"{name} {point.params[name]}" for name in params if name in point.params
+        )
+        parts.append(
+            f'<a href="/trials/{point.trial_id}"><polyline class="param-line" fill="none" '
+            f'stroke="{colour}" stroke-width="{2.5 if point.score == best else 1.2}" points="'
+            + " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in corners)
+            + f'"><title>{escape(title)}</title></polyline></a>'
+        )
+    return _svg(parts)
+
+
+def param_scatter(points: Sequence[Point], name: str) -> Markup:
+    """Score against one param, a dot per scored trial that has it."""
+    having = [p for p in points if name in p.params]
+    parts = [_frame(f"scatter-{name}", f"Score against {name}")]
+    if not having:
+        parts.append(_note(f"no scored trial has {name} yet"))
+        return _svg(parts)
+    place, ticks = _positions(having, name)
+    scores = [p.score for p in having]
+    low, high = min(scores), max(scores)
+    if high == low:
+        low, high = low - 0.5 * (abs(low) or 1), high + 0.5 * (abs(high) or 1)
+    x = _scale(0, 1, PAD_LEFT + 10, WIDTH - PAD_RIGHT - 10)
+    y = _scale(low, high, HEIGHT - PAD_BOTTOM, PAD_TOP)
+    bottom = HEIGHT - PAD_BOTTOM
+    parts.append(
+        f'<line class="axis" x1="{PAD_LEFT}" y1="{PAD_TOP}" x2="{PAD_LEFT}" y2="{bottom}"/>'
+        f'<line class="axis" x1="{PAD_LEFT}" y1="{bottom}" x2="{WIDTH - PAD_RIGHT}" y2="{bottom}"/>'
+        + "".join(f'<text x="{PAD_LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.4g}</text>'
+                  for v in (low, high))
+        + f'<text x="{PAD_LEFT + 10}" y="{bottom + 18}">{escape(ticks[0])}</text>'
+        f'<text x="{WIDTH - PAD_RIGHT - 10}" y="{bottom + 18}" text-anchor="end">'
+        f"{escape(ticks[-1])}</text>"
+        f'<text x="{WIDTH / 2}" y="{bottom + 18}" text-anchor="middle">{escape(name)}</text>'
+    )  # fmt: skip
+    for point in having:
+        value = point.params[name]
+        title = f"trial {point.number}: {name} {value}, score {point.score:.6g}"
+        parts.append(
+            f'<a href="/trials/{point.trial_id}"><circle class="point" cx="{x(place[value]):.1f}" '
+            f'cy="{y(point.score):.1f}" r="3.5" fill="#0969da"><title>{escape(title)}</title>'
+            "</circle></a>"
+        )
+    return _svg(parts)
+
+
+def _tint_grey(goodness: float) -> str:
+    """A grey from light (a poor score) to near black (a good one)."""
+    level = round(200 - 160 * min(max(goodness, 0.0), 1.0))
+    return f"#{level:02x}{level:02x}{level:02x}"
+
+
 def failure_strips(
     buckets: Sequence[Bucket], *, agents: Sequence[str], last_number: int, columns: int = 60
 ) -> Markup:

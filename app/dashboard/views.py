@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Executable, func, select
 from sqlalchemy.orm import Session
 
-from app.dashboard.charts import HOVER_CHARS, Bucket, Node
+from app.dashboard.charts import HOVER_CHARS, Bucket, Node, Point
 from app.domain.digest import TrialNote
 from app.domain.leaderboard import BASELINE_AGENT, Standing, label_counts, standings
 from app.domain.spec import SearchSpec
@@ -247,6 +247,29 @@ def trial_view(session: Session, trial: Trial) -> TrialView:
     refusal = can_rerun(trial.status, trial.label, trial.commit_sha is not None, search.status)
     metrics = dict(trial.metrics or {})
     return TrialView(trial, search, parent, children, trial.delta, metrics, refusal)
+
+
+PARAM_POINTS = 2000  # latest scored trials drawn in the parameter charts
+
+
+def param_points(session: Session, search: Search) -> list[Point]:
+    """The latest scored trials that have params: where the search looked, and what it got."""
+    rows = session.execute(
+        select(Trial.id, Trial.number, Trial.params, Trial.score)
+        .where(
+            Trial.search_id == search.id,
+            Trial.label == Label.OK,
+            Trial.score.is_not(None),
+            Trial.params.is_not(None),
+        )
+        .order_by(Trial.number.desc())
+        .limit(PARAM_POINTS)
+    )
+    return [
+        Point(trial_id, number, params or {}, float(score))
+        for trial_id, number, params, score in rows
+        if score is not None and params
+    ]
 
 
 def numbers_of(session: Session, trial_ids: list[int]) -> dict[int, int]:

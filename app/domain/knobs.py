@@ -20,7 +20,7 @@ from random import Random
 
 from app.domain.edits import Draft, MalformedEdit, Replace
 from app.domain.regex import Match, compile_linear
-from app.domain.roster import Knob, KnobKind
+from app.domain.roster import AgentSpec, Knob, KnobKind
 
 STEP_FRACTION = 0.2  # standard deviation of a move, as a fraction of the knob's range
 MAX_DRAWS = 20  # a numeric draw that rounds back to the current value is redrawn
@@ -90,3 +90,28 @@ def _format(knob: Knob, value: float) -> str:
     if knob.kind is KnobKind.INT:
         return str(round(value))
     return f"{value:.4g}"
+
+
+def declared(agents: Sequence[AgentSpec]) -> list[Knob]:
+    """Every knob the roster declares, once each by name, in roster order."""
+    seen: dict[str, Knob] = {}
+    for agent in agents:
+        for knob in agent.knobs:
+            seen.setdefault(knob.name, knob)
+    return list(seen.values())
+
+
+def knob_values(knobs: Sequence[Knob], read: Callable[[str], str | None]) -> dict[str, float | str]:
+    """Each knob's value in a recipe, as a number (a choice as its text): the trial's params,
+    whoever edited it. A knob its file no longer holds once is left out."""
+    values: dict[str, float | str] = {}
+    for knob in knobs:
+        content = read(knob.file)
+        if content is None:
+            continue
+        try:
+            _, current = locate(knob, content)
+        except MalformedEdit:
+            continue
+        values[knob.name] = current if knob.kind is KnobKind.CHOICE else float(current)
+    return values

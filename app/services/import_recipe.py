@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from app.config import Settings
 from app.domain.admission import Check, RecipeTree, admit
 from app.domain.fields import is_url
+from app.domain.knobs import declared, knob_values
 from app.domain.spec import SearchSpec
 from app.domain.states import SearchStatus, TrialStatus
 from app.errors import InvalidSpec, NotFound
@@ -116,6 +117,7 @@ def create_search(
         placed = repos / f"search-{search.id}-{uuid.uuid4().hex[:8]}.git"
         staging.rename(placed)
         search.repo_path = str(placed)
+        read = GitStore(placed).reader(staged.base_sha)
         baseline = Trial(
             search_id=search.id,
             number=0,
@@ -124,6 +126,7 @@ def create_search(
             edit_hash=staged.base_tree,
             status=TrialStatus.READY,
             image=spec.image,
+            params=knob_values(declared(spec.agents), read) or None,
         )
         session.add(baseline)
         session.flush()

@@ -29,6 +29,7 @@ from app.domain.ideas import (
     nothing_tried,
     repeat_refusal,
 )
+from app.domain.knobs import declared, knob_values
 from app.domain.leaderboard import standings, visible_to_agents
 from app.domain.legality import glob_match
 from app.domain.proposals import Proposal, ProposalFailed, ProposalJob
@@ -237,6 +238,7 @@ def record_proposal(
         return
     trial.commit_sha, trial.edit_hash = commit, store.tree_of(commit)
     trial.diff = store.diff(base_commit, commit)
+    trial.params = knob_values(declared(spec.agents), store.reader(commit)) or None
     twin = session.scalar(
         select(func.min(Trial.number)).where(
             Trial.search_id == trial.search_id,

@@ -210,6 +210,9 @@ class Trial(Base):
         Float, doc="Improvement over the parent's score (positive is better, by direction)."
     )
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    params: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, doc="The declared knobs' values in its recipe, whoever edited it (name: value)."
+    )
 
     wallclock_s: Mapped[float | None] = mapped_column(
         Float, doc="Sandbox seconds of its training runs: every seed, the preflight too."
