@@ -111,6 +111,21 @@ class WorkerRequest:
     helpers_dir: Path = HELPERS_DIR
 
 
+def never_ran(reason: str, *, isolated: bool) -> RunResult:
+    """The result of a run that never started, for a reason of ours (an infra error)."""
+    return RunResult(
+        exit_code=None,
+        oom_killed=False,
+        timed_out=False,
+        wallclock_s=0.0,
+        artifact_bytes=0,
+        log_tail="",
+        image_digest=None,
+        isolated=isolated,
+        infra_error=reason,
+    )
+
+
 @dataclass(frozen=True)
 class EvalRequest:
     """Score a finished trial in a second container that the trial never sees.

@@ -67,6 +67,7 @@ from sandbox.contract import (
     RunResult,
     SandboxUnavailable,
     WorkerRequest,
+    never_ran,
 )
 from sandbox.cputime import CpuClock
 from sandbox.logtail import TailBuffer
@@ -163,9 +164,10 @@ class DockerRunner:
             cpu_limit_s=request.cpu_limit_s,
         )
         if request.cpu_limit_s is not None and self._cpu_clock is None:
-            return _not_run(
+            return never_ran(
                 "this trial host cannot measure CPU time, which the CPU-seconds budget needs "
-                "(a worker running as root on the host, Docker's cgroupfs driver)"
+                "(a worker running as root on the host, Docker's cgroupfs driver)",
+                isolated=True,
             )
         cap = request.output_cap_bytes
         try:
@@ -179,7 +181,7 @@ class DockerRunner:
                 exited, removed = self._execute_capped(spec, request.output_dir, cap)
             artifact_bytes = directory_bytes(request.output_dir)
         except (*_DOCKER_ERRORS, OSError, tarfile.TarError) as error:
-            return _not_run(_infra_error(spec, error))
+            return never_ran(_infra_error(spec, error), isolated=True)
         return RunResult(
             exit_code=exited.exit_code,
             oom_killed=exited.oom_killed,
@@ -468,21 +470,6 @@ class DockerRunner:
             container.short_id,
         )
         return container
-
-
-def _not_run(reason: str) -> RunResult:
-    """The result of a run that never happened, for a reason of ours."""
-    return RunResult(
-        exit_code=None,
-        oom_killed=False,
-        timed_out=False,
-        wallclock_s=0.0,
-        artifact_bytes=0,
-        log_tail="",
-        image_digest=None,
-        isolated=True,
-        infra_error=reason,
-    )
 
 
 def _ran_s(state: Mapping[str, object], fallback: float) -> float:

@@ -65,6 +65,7 @@ from sandbox.contract import (
     Limits,
     RunRequest,
     RunResult,
+    never_ran,
 )
 from sandbox.logtail import TailBuffer
 from sandbox.metrics import evaluator_verdict
@@ -104,12 +105,8 @@ class LocalRunner:
     def run(self, request: RunRequest) -> RunResult:
         logger.warning("sandbox.local.unisolated trial_id=%s role=run", request.trial_id)
         if request.cpu_limit_s is not None:  # its processes share no cgroup to count them by
-            return RunResult(
-                exit_code=None, oom_killed=False, timed_out=False, wallclock_s=0.0,
-                artifact_bytes=0, log_tail="", image_digest=None, isolated=False,
-                infra_error="the local runner cannot count CPU time, which the CPU-seconds "
-                "budget needs: use the Docker runner",
-            )  # fmt: skip
+            reason = "the local runner cannot count CPU time, which the CPU-seconds budget needs: "
+            return never_ran(reason + "use the Docker runner", isolated=False)
         exited = _execute(
             request.trial_id,
             request.command,

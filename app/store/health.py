@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
@@ -45,7 +44,8 @@ def search_warnings(session: Session, search: Search) -> list[str]:
         count, oldest = session.execute(
             select(func.count(), func.min(since)).where(Trial.search_id == search.id, *where)
         ).one()
-        return Waiting(int(count), _age_s(now, oldest), queue) if count and oldest else None
+        # The aggregates keep the column's type: tz-aware datetimes on every backend.
+        return Waiting(int(count), (now - oldest).total_seconds(), queue) if count else None
 
     running = (
         session.scalar(
@@ -72,11 +72,3 @@ def search_warnings(session: Session, search: Search) -> list[str]:
         ready, queued, proposals, running, spec.budgets.search.max_concurrent - busy
     )
     return warnings(latest, pipeline)
-
-
-def _age_s(now: datetime, then: datetime | str) -> float:
-    """Seconds since `then` (SQLite returns aggregated timestamps as text)."""
-    moment = datetime.fromisoformat(then) if isinstance(then, str) else then
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=now.tzinfo)
-    return (now - moment).total_seconds()
