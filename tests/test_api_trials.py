@@ -52,6 +52,35 @@ def test_best_first_follows_a_minimised_metric(
     assert [r["score"] for r in worst] == [0.70, 0.70, 0.65, 0.60, 0.50, None, None, None]
 
 
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+@pytest.mark.parametrize("sort", ["newest", "oldest", "best", "worst"])
+def test_paging_back_returns_the_very_pages_a_reader_left(
+    client: TestClient, session: Session, settings: Settings, recipe: Recipe, sort: str,
+    direction: str,
+) -> None:  # fmt: skip
+    search = seeded_search(session, settings, recipe, direction)
+    url = f"/api/searches/{search.id}/trials"
+    forward, page = [], client.get(url, params={"sort": sort, "limit": 3}).json()
+    assert page["prev_cursor"] is None  # nothing before the first page
+    while True:
+        forward.append([row["id"] for row in page["items"]])
+        if page["next_cursor"] is None:
+            break
+        page = client.get(url, params={"sort": sort, "limit": 3,
+                                       "cursor": page["next_cursor"]}).json()  # fmt: skip
+
+    backward = [[row["id"] for row in page["items"]]]
+    while page["prev_cursor"] is not None:
+        page = client.get(url, params={"sort": sort, "limit": 3,
+                                       "before": page["prev_cursor"]}).json()  # fmt: skip
+        backward.append([row["id"] for row in page["items"]])
+        assert page["next_cursor"] is not None  # the page just left is still after it
+
+    assert backward[::-1] == forward and len(forward) == 3  # 8 trials, failures unscored
+    both = client.get(url, params={"cursor": page["next_cursor"], "before": page["next_cursor"]})
+    assert both.status_code == 422 and "not both" in both.text
+
+
 @pytest.mark.parametrize("sort", ["newest", "oldest", "best", "worst"])
 def test_paging_visits_each_trial_once_for_every_sort(
     client: TestClient, session: Session, settings: Settings, recipe: Recipe, sort: str

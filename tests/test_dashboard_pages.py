@@ -193,7 +193,7 @@ def test_the_search_page_lists_the_keeps_agents_read_best_first_with_positive_ga
     session.commit()
 
     page = client.get(f"/searches/{search.id}").text
-    table = page.split('<table class="grid" id="kept">')[1].split("</table>")[0]
+    table = page.split('<table class="grid" tabindex="0" id="kept">')[1].split("</table>")[0]
     rows = re.findall(r'<a href="/trials/(\d+)">(\d+)</a></td><td>(\w+)</td><td>([\d.]+)</td>'
                       r"<td>([+-][\d.]+)</td>", table)  # fmt: skip
 
@@ -298,7 +298,7 @@ def test_the_trials_table_shows_parent_decision_and_deltas_and_sorts_from_its_he
     page = client.get(f"/searches/{search.id}/trials?sort=oldest").text
     row = page.split(f'<a href="/trials/{first.id}">1</a>')[1].split("</tr>")[0]
 
-    assert '<meta http-equiv="refresh" content="10">' in page  # running: it refreshes itself
+    assert 'src="/static/live.js"' in page and "http-equiv" not in page  # live, not a timer
     assert ">0</a></td>" in row and "<td>keep</td>" in row and "<td>+0.2</td>" in row
     assert '<a href="?sort=best" title="sort by score' in page
     assert '<a href="?sort=newest" title="sort by number">#</a>' in page
@@ -310,6 +310,10 @@ def test_the_trials_table_shows_parent_decision_and_deltas_and_sorts_from_its_he
     cursor = opening.split('id="next" href="?sort=oldest&amp;cursor=')[1].split('"')[0]
     later = client.get(f"/searches/{search.id}/trials?sort=oldest&cursor={cursor}").text
     assert '<a id="first" href="?sort=oldest">' in later
+    before = later.split('id="prev" href="?sort=oldest&amp;before=')[1].split('"')[0]
+    back = client.get(f"/searches/{search.id}/trials?sort=oldest&before={before}").text
+    assert back.split("<tbody>")[1] == opening.split("<tbody>")[1]  # the page it came from
+    assert 'id="prev"' not in back and "58 trials match" in back
 
 
 def test_compare_picks_searches_on_the_page_and_draws_them_on_one_chart(

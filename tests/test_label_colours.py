@@ -62,16 +62,13 @@ def test_no_agent_is_coloured_like_an_outcome() -> None:
     assert len(set(agents.values())) == len(agents)
 
 
-def test_the_lineage_graph_names_each_lane_whole_and_numbers_its_nodes() -> None:
-    """Lane names were clipped at 56 px ("ptimizer", "hitecture")."""
-    lanes = ["baseline", "optimizer", "architecture"]
+def test_the_lineage_graph_numbers_its_nodes_and_says_each_hypothesis_on_hover() -> None:
     wider = "Wider hidden layer, 128 units."
-    nodes = [Node(1, 0, None, "baseline", "ok", 0.5, "the recipe"),
-             Node(2, 1, 1, "architecture", "ok", 0.6, wider)]  # fmt: skip
+    nodes = [Node(1, 0, None, "baseline", "ok", 0.5, "the recipe", "baseline"),
+             Node(2, 1, 1, "architecture", "ok", 0.6, wider, "keep")]  # fmt: skip
 
-    svg = lineage_graph(nodes, [1, 2], agent_colours(lanes[1:]), lanes)
+    svg = lineage_graph(nodes, [1, 2], agent_colours(["architecture"]))
 
-    for name in lanes:
-        assert f"<title>{name}</title>{name}</text>" in svg
     assert '<text class="num"' in svg and ">1</text>" in svg
     assert f"{wider}</title>" in svg
+    assert f'fill="{agent_colours(["architecture"])["architecture"]}"' in svg

@@ -50,6 +50,7 @@ def grow(session: Session, search: Search, until: int, *, running: set[int] = fr
             "delta": None if score is None or live else score - 0.6,
             "tokens_in": 100, "tokens_out": number % 7, "cost_usd": 0.001,
             "wallclock_s": None if live else 1.5,
+            "cpu_s": None if live or number % 3 == 0 else 0.5,  # some hosts cannot count it
         })  # fmt: skip
     session.execute(insert(Trial), rows)
     session.flush()
@@ -126,6 +127,11 @@ def test_the_search_page_from_stored_blocks_matches_summing_every_trial(
     assert replace(summed, cost_usd=0.0) == replace(before, cost_usd=0.0)
     assert summed.cost_usd == pytest.approx(before.cost_usd)  # summed in another order
     assert (before.trials_total, before.trials_finished) == (size, size - 3)
+    measured = select(Trial.cpu_s).where(Trial.search_id == search.id, Trial.cpu_s.is_not(None))
+    counted = session.scalars(measured).all()
+    assert before.cpu_trials == len(counted) > 0 and before.cpu_s == pytest.approx(sum(counted))
+    report = halt_report(session, search.id)
+    assert (report.cpu_seconds, report.cpu_trials) == (summed.cpu_s, len(counted))
     assert [replace(s, cost_usd=0.0) for s in drawn.leaderboard] == [
         replace(s, cost_usd=0.0) for s in every.leaderboard
     ]

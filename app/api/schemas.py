@@ -18,6 +18,7 @@ class PageOut(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None
     total: int
+    prev_cursor: str | None = None  # listings that page backwards (trials) say where
 
 
 class StatsOut(BaseModel):
@@ -223,6 +224,12 @@ class ReportOut(BaseModel):
         default=0.0,
         description="Of sandbox_seconds, those spent confirming nominees on fresh seeds.",
     )
+    cpu_seconds: float | None = Field(
+        default=None,
+        description="CPU time of training (every process of every run), summed over the "
+        "cpu_trials trials whose host could count it; null when none could.",
+    )
+    cpu_trials: int = Field(default=0, description="Trials whose CPU time was counted.")
 
 
 class FieldProblem(BaseModel):

@@ -121,8 +121,15 @@ def _report_lines(url: str, search_id: int) -> list[str]:
         f"  sandbox time  {found.sandbox_seconds:.0f}s ({found.train_seconds:.0f}s training, "
         f"{found.eval_seconds:.0f}s evaluation, every seed; "
         f"{found.confirm_seconds:.0f}s confirming nominees)",
+        f"  CPU time      {cpu_text(found.cpu_seconds, found.cpu_trials, found.trials)}",
         *(f"  warning       {warning}" for warning in said),
     ]
+
+
+def cpu_text(seconds: float | None, counted: int, trials: int) -> str:
+    if seconds is None:
+        return "not counted (this host cannot; see the README's budget units)"
+    return f"{seconds:.0f} CPU-seconds of training over {counted} of {trials} trials"
 
 
 @search_app.command("report")

@@ -43,6 +43,7 @@ from app.config import Settings
 from app.dashboard import charts, palette, views
 from app.dashboard.context import as_data
 from app.db import session_scope
+from app.domain import importance
 from app.domain.knobs import declared
 from app.domain.states import Label, SearchAction, SearchStatus, TrialStatus, next_search_status
 from app.errors import InvalidRequest, NotFound, TrialforgeError, Unauthorized
@@ -156,9 +157,7 @@ def search_page(search_id: int, request: Request, session: SessionDep) -> Respon
         failures=charts.failure_strips(
             view.buckets, agents=["baseline", *view.agents], last_number=view.last_number
         ),
-        lineage=charts.lineage_graph(
-            view.nodes, view.best_path, colours, lanes=["baseline", *view.agents]
-        ),
+        lineage=charts.lineage_graph(view.nodes, view.best_path, colours),
         label_colours=palette.LABEL_COLOURS,
         actions=[a for a in SearchAction if _allowed(search.status, a)],
         report=halt_report(session, search_id, stats),
@@ -227,13 +226,22 @@ def compare_searches(
 
 
 @router.get("/searches/{search_id}/params", response_class=HTMLResponse)
-def params_page(search_id: int, request: Request, session: SessionDep) -> Response:
-    """Where the search looked in its declared knobs' space, and what each point scored."""
+def params_page(
+    search_id: int, request: Request, session: SessionDep, metric: str | None = None
+) -> Response:
+    """Where the search looked in its declared knobs' space, what each point scored, which
+    knobs mattered, and any metric the evaluator reported over the trials."""
     search = searches.get_search(session, search_id)
     spec = search.search_spec
     names = [knob.name for knob in declared(spec.agents)]
     points = views.param_points(session, search)
     direction = spec.evaluator.direction
+    found = views.reported(session, search)
+    shown = metric or (found.names[0] if found.names else spec.evaluator.metric)
+    if metric and metric not in found.names:
+        reported_names = ", ".join(found.names) or "none yet"
+        raise InvalidRequest(f"no finished trial reported {metric!r}; reported: {reported_names}")
+    shares = importance.importances([(p.params, p.score) for p in points], names, direction)
     return _page(
         request,
         "params.html",
@@ -242,6 +250,14 @@ def params_page(search_id: int, request: Request, session: SessionDep) -> Respon
         count=len(points),
         parallel=charts.parallel_coordinates(points, names, direction),
         scatters=[(name, charts.param_scatter(points, name)) for name in names],
+        importances=shares,
+        importance_chart=charts.importance_chart(shares) if shares else None,
+        min_trials=importance.MIN_TRIALS,
+        metrics=found.names,
+        metric=shown,
+        metric_chart=charts.metric_chart(
+            found.points.get(shown, []), shown, palette.agent_colours([a.name for a in spec.agents])
+        ),
     )
 
 
@@ -255,6 +271,7 @@ def trials_page(
     status: str | None = None,
     sort: TrialSort = TrialSort.NEWEST,
     cursor: str | None = None,
+    before: str | None = None,
 ) -> Response:
     """The filter form sends every field; an empty one means "any"."""
     search = searches.get_search(session, search_id)
@@ -262,15 +279,16 @@ def trials_page(
         agent=agent or None, label=_choice(Label, label), status=_choice(TrialStatus, status)
     )
     page = trials.list_trials(
-        session, search, where=where, sort=sort, limit=DEFAULT_LIMIT, cursor=cursor
-    )
+        session, search, where=where, sort=sort, limit=DEFAULT_LIMIT, cursor=cursor,
+        before=None if cursor else before,
+    )  # fmt: skip
     return _page(
         request,
         "trials.html",
         search=search,
         page=page,
         parents=views.numbers_of(session, [t.parent_id for t in page.items if t.parent_id]),
-        first_page=cursor is not None,
+        first_page=page.prev_cursor is not None,
         live=search.status == SearchStatus.RUNNING,
         knobs=[knob.name for knob in declared(search.search_spec.agents)],
         where=where,

@@ -15,14 +15,16 @@ from html import escape
 
 from markupsafe import Markup
 
+from app.dashboard import tree
 from app.dashboard.palette import LABEL_COLOURS, label_colour, mark_colour
-from app.domain.states import Direction
+from app.domain.importance import Importance
+from app.domain.states import Decision, Direction
 
 WIDTH, HEIGHT = 900, 300
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 16, 16, 36
 FAIL_BAND = 14  # px at the bottom of the progress chart where failures are marked
-CHAR_PX = 7  # an estimate of one character's width in the charts' 12 px font
-LANE_PAD_MAX = 180  # the widest the lineage graph's lane names may make its left margin
+TREE_COLUMN, TREE_ROW = 18, 30  # px per leaf column and per generation in the lineage tree
+TREE_COLUMN_MAX = 70  # px between neighbouring leaves at most, in a small tree
 NUMBERED_NODES = 60  # up to this many nodes, every node shows its trial number
 HOVER_CHARS = 160  # of a hypothesis, in a node's hover text
 
@@ -48,6 +50,7 @@ class Node:
     label: str | None
     score: float | None
     hypothesis: str = ""
+    decision: str | None = None
 
 
 def progress_chart(
@@ -189,7 +192,7 @@ def parallel_coordinates(points: Sequence[Point], params: Sequence[str],
                          direction: Direction) -> Markup:  # fmt: skip
     """One line per scored trial across an axis per param and the score; the better the
     score, the darker the line, the best in the accent colour."""
-    parts = [_frame("parallel", "Params and score, one line per scored trial")]
+    parts = [_frame("parallel", "Params and score, one line per scored trial", linked=True)]
     if not points or not params:
         parts.append(_note("no scored trial with params yet"))
         return _svg(parts)
@@ -232,7 +235,7 @@ def parallel_coordinates(points: Sequence[Point], params: Sequence[str],
 def param_scatter(points: Sequence[Point], name: str) -> Markup:
     """Score against one param, a dot per scored trial that has it."""
     having = [p for p in points if name in p.params]
-    parts = [_frame(f"scatter-{name}", f"Score against {name}")]
+    parts = [_frame(f"scatter-{name}", f"Score against {name}", linked=True)]
     if not having:
         parts.append(_note(f"no scored trial has {name} yet"))
         return _svg(parts)
@@ -261,6 +264,69 @@ def param_scatter(points: Sequence[Point], name: str) -> Markup:
             f'<a href="/trials/{point.trial_id}"><circle class="point" cx="{x(place[value]):.1f}" '
             f'cy="{y(point.score):.1f}" r="3.5" fill="#0969da"><title>{escape(title)}</title>'
             "</circle></a>"
+        )
+    return _svg(parts)
+
+
+def importance_chart(shares: Sequence[Importance]) -> Markup:
+    """A bar per param, its share of the importance, largest first."""
+    bar_h, gap = 22, 8
+    height = PAD_TOP * 2 + max(len(shares), 1) * (bar_h + gap)
+    left = 180
+    parts = [
+        f'<svg class="chart" id="importance" viewBox="0 0 {WIDTH} {height}" role="img" '
+        f'xmlns="http://www.w3.org/2000/svg"><title>Param importance (PED-ANOVA)</title>'
+    ]
+    room = WIDTH - left - PAD_RIGHT - 60
+    for row, share in enumerate(shares):
+        top = PAD_TOP + row * (bar_h + gap)
+        parts.append(
+            f'<text x="{left - 8}" y="{top + bar_h / 2 + 4}" text-anchor="end">'
+            f"{escape(share.name)}</text>"
+            f'<rect class="share" x="{left}" y="{top}" width="{max(room * share.share, 1):.1f}" '
+            f'height="{bar_h}" fill="#0969da"><title>{escape(share.name)}: '
+            f"{100 * share.share:.1f}%</title></rect>"
+            f'<text x="{left + room * share.share + 6:.1f}" y="{top + bar_h / 2 + 4}">'
+            f"{100 * share.share:.1f}%</text>"
+        )
+    return _svg(parts)
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One finished trial's value of one reported metric."""
+
+    trial_id: int
+    number: int
+    agent: str
+    label: str
+    value: float
+
+
+def metric_chart(points: Sequence[MetricPoint], name: str, colours: Mapping[str, str]) -> Markup:
+    """A reported metric over trial number, a dot per trial in its agent's colour (hollow, ringed
+    in the label's colour, for a trial that failed but still reported it)."""
+    parts = [_frame("metric-chart", f"{name} over trials", linked=True)]
+    if not points:
+        parts.append(_note(f"no finished trial reported {name}"))
+        return _svg(parts)
+    values = [point.value for point in points]
+    low, high = min(values), max(values)
+    if high == low:
+        low, high = low - 0.5 * (abs(low) or 1), high + 0.5 * (abs(high) or 1)
+    last = max(point.number for point in points)
+    x = _scale(0, max(last, 1), PAD_LEFT, WIDTH - PAD_RIGHT)
+    y = _scale(low, high, HEIGHT - PAD_BOTTOM, PAD_TOP)
+    parts.append(_axes(low, high, last, y))
+    for point in sorted(points, key=lambda p: p.number):
+        ok = point.label == "ok"
+        fill = colours.get(point.agent, "#888") if ok else "#ffffff"
+        stroke = "none" if ok else mark_colour(point.label)
+        title = f"trial {point.number} by {point.agent} ({point.label}): {name} {point.value:.6g}"
+        parts.append(
+            f'<a href="/trials/{point.trial_id}"><circle class="point" cx="{x(point.number):.1f}" '
+            f'cy="{y(point.value):.1f}" r="3.5" fill="{fill}" stroke="{stroke}" '
+            f'stroke-width="1.5"><title>{escape(title)}</title></circle></a>'
         )
     return _svg(parts)
 
@@ -316,68 +382,78 @@ def failure_strips(
 
 
 def lineage_graph(
-    nodes: Sequence[Node],
-    best_path: Sequence[int],
-    colours: Mapping[str, str],
-    lanes: Sequence[str],
+    nodes: Sequence[Node], best_path: Sequence[int], colours: Mapping[str, str]
 ) -> Markup:
-    """Trials as dots (x: order, y: agent lane), parent->child edges, the best path highlighted.
+    """Trials as a tree (parent above child, `app.dashboard.tree`), dots coloured by agent and
+    ringed by outcome, the best path bold, runs of discards folded into one "+N" mark.
 
-    Every dot links to its trial page.
+    Every dot links to its trial page, a fold to the parent whose children it holds.
     """
-    lane_h = 34
-    height = PAD_TOP + max(len(lanes), 1) * lane_h + PAD_BOTTOM
-    ordered = sorted(nodes, key=lambda n: n.number)
-    column = {node.trial_id: index for index, node in enumerate(ordered)}
-    # The margin fits the longest lane name (it clipped them at 56 px: "ptimizer").
-    left = min(max(PAD_LEFT, 12 + CHAR_PX * max((len(name) for name in lanes), default=0)),
-               LANE_PAD_MAX)  # fmt: skip
-    x = _scale(0, max(len(ordered) - 1, 1), left + 10, WIDTH - PAD_RIGHT - 10)
-    lane_of = {name: index for index, name in enumerate(lanes)}
+    placed = tree.layout(nodes, best_path)
+    wide = max(placed.columns * TREE_COLUMN + PAD_LEFT + PAD_RIGHT, WIDTH)
+    height = PAD_TOP * 2 + max(placed.rows, 1) * TREE_ROW
+    # A small tree keeps its families close (at most TREE_COLUMN_MAX apart), centred.
+    step = min((wide - PAD_LEFT - PAD_RIGHT) / max(placed.columns - 1, 1), TREE_COLUMN_MAX)
+    start = (wide - step * max(placed.columns - 1, 0)) / 2
+    x = _scale(0, 1, start, start + step)
 
-    def pos(node: Node) -> tuple[float, float]:
-        return x(column[node.trial_id]), PAD_TOP + lane_of.get(node.agent, 0) * lane_h + lane_h / 2
+    def pos(trial_id: int) -> tuple[float, float]:
+        return x(placed.column[trial_id]), PAD_TOP + 8 + placed.depth[trial_id] * TREE_ROW
 
     on_path = set(best_path)
-    by_id = {node.trial_id: node for node in ordered}
+    by_id = {node.trial_id: node for node in nodes if node.trial_id in placed.column}  # unfolded
+    # Wider than the page: it keeps its size (legible) and its section scrolls.
+    style = f' style="min-width:{wide}px"' if wide > WIDTH else ""
     parts = [
-        f'<svg class="chart" id="lineage" viewBox="0 0 {WIDTH} {height}" role="img" '
-        f'xmlns="http://www.w3.org/2000/svg"><title>Lineage: parent to child</title>'
+        f'<svg class="chart" id="lineage" viewBox="0 0 {wide} {height}" {_role(True)}{style} '
+        f'xmlns="http://www.w3.org/2000/svg"><title>Lineage: each trial below its parent'
+        "</title>"
     ]
-    for name in lanes:
-        lane_y = PAD_TOP + lane_of[name] * lane_h + lane_h / 2
-        room = (left - 12) // CHAR_PX
-        shown = name if len(name) <= room else name[: max(room - 1, 1)] + "…"
-        parts.append(
-            f'<text x="{left - 6}" y="{lane_y + 4}" text-anchor="end" class="lane-name">'
-            f"<title>{escape(name)}</title>{escape(shown)}</text>"
-            f'<line class="lane" x1="{left}" x2="{WIDTH - PAD_RIGHT}" y1="{lane_y}" '
-            f'y2="{lane_y}"/>'
-        )
-    for node in ordered:
+    for node in by_id.values():
+        x2, y2 = pos(node.trial_id)
         parent = by_id.get(node.parent_id) if node.parent_id is not None else None
         if parent is None:
+            if node.parent_id is not None:  # its ancestors are older than the graph draws
+                parts.append(f'<path class="edge stub" d="M{x2:.1f},{y2 - 16:.1f}V{y2:.1f}">'
+                             "<title>earlier ancestors not drawn</title></path>")  # fmt: skip
             continue
-        (x1, y1), (x2, y2) = pos(parent), pos(node)
+        x1, y1 = pos(parent.trial_id)
         kind = "edge best" if node.trial_id in on_path and parent.trial_id in on_path else "edge"
-        mid = (x1 + x2) / 2
+        mid = (y1 + y2) / 2
         parts.append(
-            f'<path class="{kind}" d="M{x1:.1f},{y1:.1f} C{mid:.1f},{y1:.1f} '
-            f'{mid:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"/>'
+            f'<path class="{kind}" d="M{x1:.1f},{y1:.1f} C{x1:.1f},{mid:.1f} '
+            f'{x2:.1f},{mid:.1f} {x2:.1f},{y2:.1f}"/>'
         )
-    for node in ordered:
-        cx, cy = pos(node)
+    for fold, column, row in placed.folds:
+        x1, y1 = pos(fold.parent_id)
+        fx, fy = x(column), PAD_TOP + 8 + row * TREE_ROW
+        outcomes = ", ".join(f"{count} {label}" for label, count in sorted(fold.labels.items()))
+        title = (f"{len(fold.numbers)} discarded trials, {fold.numbers[0]}-{fold.numbers[-1]}: "
+                 f"{outcomes} (open the parent for each)")  # fmt: skip
+        parts.append(
+            f'<path class="edge" d="M{x1:.1f},{y1:.1f} C{x1:.1f},{(y1 + fy) / 2:.1f} '
+            f'{fx:.1f},{(y1 + fy) / 2:.1f} {fx:.1f},{fy:.1f}"/>'
+            f'<a href="/trials/{fold.parent_id}#children" class="fold" '
+            f'data-parent="{fold.parent_id}" data-count="{len(fold.numbers)}">'
+            f'<rect x="{fx - 11:.1f}" y="{fy - 8:.1f}" width="22" height="16" rx="8"/>'
+            f'<text class="num" x="{fx:.1f}" y="{fy + 3:.1f}" text-anchor="middle">'
+            f"+{len(fold.numbers)}</text><title>{escape(title)}</title></a>"
+        )
+    numbered = len(nodes) <= NUMBERED_NODES
+    for node in sorted(by_id.values(), key=lambda n: n.number):
+        cx, cy = pos(node.trial_id)
         ok = node.label == "ok"
         fill = colours.get(node.agent, "#888") if ok or node.label is None else "#ffffff"
         stroke = "#222" if node.trial_id in on_path else label_colour(node.label)
         score = "" if node.score is None else f", score {node.score:.6g}"
-        title = f"trial {node.number} by {node.agent}: {node.label or 'pending'}{score}"
+        decision = f" ({node.decision})" if node.decision else ""
+        title = f"trial {node.number} by {node.agent}: {node.label or 'pending'}{decision}{score}"
         if node.hypothesis:
             title += f"\n{node.hypothesis[:HOVER_CHARS]}"
         number = ""
-        if node.trial_id in on_path or len(ordered) <= NUMBERED_NODES:
-            number = (f'<text class="num" x="{cx:.1f}" y="{cy - 8:.1f}" '
-                      f'text-anchor="middle">{node.number}</text>')  # fmt: skip
+        if numbered or node.trial_id in on_path or node.decision == Decision.KEEP:
+            number = (f'<text class="num" x="{cx + 8:.1f}" y="{cy - 6:.1f}">'
+                      f"{node.number}</text>")  # fmt: skip
         parts.append(
             f'<a href="/trials/{node.trial_id}" class="node" data-trial="{node.trial_id}">'
             f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{6 if node.trial_id in on_path else 4.5}" '
@@ -392,11 +468,17 @@ def _svg(parts: list[str]) -> Markup:
     return Markup("".join(parts) + "</svg>")
 
 
-def _frame(chart_id: str, title: str) -> str:
+def _frame(chart_id: str, title: str, *, linked: bool = False) -> str:
     return (
-        f'<svg class="chart" id="{chart_id}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'<svg class="chart" id="{chart_id}" viewBox="0 0 {WIDTH} {HEIGHT}" {_role(linked)} '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'
     )
+
+
+def _role(linked: bool) -> str:
+    """A picture is an image; a chart whose marks are links is a group of them (links inside
+    role=img would be hidden from assistive technology)."""
+    return 'role="group"' if linked else 'role="img"'
 
 
 def _note(text: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Executable, func, select
 from sqlalchemy.orm import Session
 
-from app.dashboard.charts import HOVER_CHARS, Bucket, Node, Point
+from app.dashboard.charts import HOVER_CHARS, Bucket, MetricPoint, Node, Point
 from app.domain.digest import TrialNote
 from app.domain.leaderboard import BASELINE_AGENT, Standing, label_counts, standings
 from app.domain.spec import SearchSpec
@@ -209,14 +209,23 @@ def lineage_nodes(session: Session, search_id: int, best_path: list[int]) -> lis
     rows = session.execute(
         select(
             Trial.id, Trial.number, Trial.parent_id, Agent.name, Trial.label, Trial.score,
-            func.substr(Trial.hypothesis, 1, HOVER_CHARS),
+            func.substr(Trial.hypothesis, 1, HOVER_CHARS), Trial.decision,
         )
         .outerjoin(Agent, Trial.agent_id == Agent.id)
         .where(Trial.id.in_(wanted | parents))
     )  # fmt: skip
     return [
-        Node(trial_id, number, parent_id, agent or BASELINE_AGENT, label, score, hypothesis or "")
-        for trial_id, number, parent_id, agent, label, score, hypothesis in rows
+        Node(
+            trial_id,
+            number,
+            parent_id,
+            agent or BASELINE_AGENT,
+            label,
+            score,
+            hypothesis or "",
+            decision,
+        )  # fmt: skip
+        for trial_id, number, parent_id, agent, label, score, hypothesis, decision in rows
     ]
 
 
@@ -270,6 +279,35 @@ def param_points(session: Session, search: Search) -> list[Point]:
         for trial_id, number, params, score in rows
         if score is not None and params
     ]
+
+
+@dataclass(frozen=True)
+class Reported:
+    """The scalars the evaluator reported for the latest finished trials, by metric name."""
+
+    names: list[str]  # the search's own metric first, then by name
+    points: dict[str, list[MetricPoint]]
+
+
+def reported(session: Session, search: Search) -> Reported:
+    """Every numeric scalar of the latest finished trials' metrics (an evaluator may report
+    more than its metric: an accuracy beside a loss, a parameter count, a step time)."""
+    rows = session.execute(
+        select(Trial.id, Trial.number, Agent.name, Trial.label, Trial.metrics)
+        .outerjoin(Agent, Trial.agent_id == Agent.id)
+        .where(Trial.search_id == search.id, Trial.status == TrialStatus.FINISHED)
+        .order_by(Trial.number.desc())
+        .limit(PARAM_POINTS)
+    )
+    points: dict[str, list[MetricPoint]] = {}
+    for trial_id, number, agent, label, metrics in rows:
+        for name, value in (metrics or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                point = MetricPoint(trial_id, number, agent or BASELINE_AGENT, str(label),
+                                    float(value))  # fmt: skip
+                points.setdefault(name, []).append(point)
+    own = search.search_spec.evaluator.metric
+    return Reported(sorted(points, key=lambda name: (name != own, name)), points)
 
 
 def numbers_of(session: Session, trial_ids: list[int]) -> dict[int, int]:

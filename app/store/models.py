@@ -302,6 +302,12 @@ class TrialRollup(Base):
     confirm_s: Mapped[float] = mapped_column(
         Float, default=0.0, server_default="0", doc="Sandbox time of their confirmations."
     )
+    cpu_s: Mapped[float] = mapped_column(
+        Float, default=0.0, server_default="0", doc="CPU time of their training, where measured."
+    )
+    cpu_trials: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="How many of them had CPU time measured."
+    )
 
 
 class Event(Base):

@@ -46,6 +46,7 @@ class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
     total: int
+    prev_cursor: str | None = None  # where a listing can page backwards; None on its first page
 
 
 def encode_cursor(key: list[Any]) -> str:

@@ -37,6 +37,8 @@ class HaltReport:
     eval_seconds: float
     sandbox_seconds_per_point: float | None
     confirm_seconds: float = 0.0  # of sandbox_seconds: confirming nominees on fresh seeds
+    cpu_seconds: float | None = None  # CPU time of training, over the trials that had it counted
+    cpu_trials: int = 0  # how many trials had their CPU time counted
 
 
 def halt_report(session: Session, search_id: int, stats: SearchStats | None = None) -> HaltReport:
@@ -69,5 +71,7 @@ def halt_report(session: Session, search_id: int, stats: SearchStats | None = No
         train_seconds=stats.wallclock_s,
         eval_seconds=stats.eval_s,
         confirm_seconds=stats.confirm_s,
+        cpu_seconds=stats.cpu_s if stats.cpu_trials else None,
+        cpu_trials=stats.cpu_trials,
         sandbox_seconds_per_point=sandbox / improvement if improvement else None,
     )

@@ -121,6 +121,8 @@ def advance(session: Session, search: Search) -> int:
             func.coalesce(func.sum(Trial.wallclock_s), 0.0),
             func.coalesce(func.sum(Trial.eval_s), 0.0),
             func.coalesce(func.sum(Trial.confirm_s), 0.0),
+            func.coalesce(func.sum(Trial.cpu_s), 0.0),
+            func.count(Trial.cpu_s),
         )
         .where(
             Trial.search_id == search.id,
@@ -131,7 +133,8 @@ def advance(session: Session, search: Search) -> int:
     )
     columns = [
         *("search_id", "block", "agent_id", "status", "label", "count", "best", "keeps"),
-        *("best_delta", "tokens", "cost_usd", "wallclock_s", "eval_s", "confirm_s"),
+        *("best_delta", "tokens", "cost_usd", "wallclock_s", "eval_s", "confirm_s", "cpu_s"),
+        "cpu_trials",
     ]
     session.execute(insert(TrialRollup).from_select(columns, sums))
     search.rollup_blocks = settled

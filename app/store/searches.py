@@ -29,6 +29,8 @@ class SearchStats:
     wallclock_s: float = 0.0  # sandbox time of every training run (all seeds, preflights)
     eval_s: float = 0.0  # sandbox time of every evaluation
     confirm_s: float = 0.0  # of the two, what confirming nominees on fresh seeds took
+    cpu_s: float = 0.0  # CPU time of the training runs of the trials that had it measured
+    cpu_trials: int = 0  # how many trials had it measured (a host that cannot count has none)
     baseline_score: float | None = None
     best_score: float | None = None
 
@@ -69,6 +71,8 @@ def search_stats(session: Session, search_ids: list[int]) -> dict[int, SearchSta
         func.sum(TrialRollup.wallclock_s),
         func.sum(TrialRollup.eval_s),
         func.sum(TrialRollup.confirm_s),
+        func.sum(TrialRollup.cpu_s),
+        func.sum(TrialRollup.cpu_trials),
     ).where(TrialRollup.search_id.in_(search_ids))
     live = (
         select(
@@ -80,25 +84,17 @@ def search_stats(session: Session, search_ids: list[int]) -> dict[int, SearchSta
             func.sum(Trial.wallclock_s),
             func.sum(Trial.eval_s),
             func.sum(Trial.confirm_s),
+            func.sum(Trial.cpu_s),
+            func.count(Trial.cpu_s),
         )
         .join(Search, Search.id == Trial.search_id)
         .where(Trial.search_id.in_(search_ids), Trial.number >= Search.rollup_blocks * BLOCK)
     )
-    counts: dict[int, tuple[int, int, int, float, float, float, float]] = {}
+    counts: dict[int, list[float]] = {}
     for query in (stored.group_by(TrialRollup.search_id), live.group_by(Trial.search_id)):
-        for search_id, total, finished, ok, cost, busy, scoring, confirming in session.execute(
-            query
-        ):
-            seen = counts.get(search_id, (0, 0, 0, 0.0, 0.0, 0.0, 0.0))
-            counts[search_id] = (
-                seen[0] + int(total),
-                seen[1] + int(finished or 0),
-                seen[2] + int(ok or 0),
-                seen[3] + float(cost or 0.0),
-                seen[4] + float(busy or 0.0),
-                seen[5] + float(scoring or 0.0),
-                seen[6] + float(confirming or 0.0),
-            )
+        for search_id, *row in session.execute(query):
+            seen = counts.setdefault(search_id, [0.0] * len(row))
+            counts[search_id] = [a + float(b or 0) for a, b in zip(seen, row, strict=True)]
     baseline = dict(
         session.execute(
             select(Trial.search_id, Trial.score).where(
@@ -113,11 +109,13 @@ def search_stats(session: Session, search_ids: list[int]) -> dict[int, SearchSta
             .where(Search.id.in_(search_ids))
         ).all()
     )
-    return {
-        search_id: SearchStats(
-            *counts.get(search_id, (0, 0, 0, 0.0, 0.0, 0.0, 0.0)),
-            baseline_score=baseline.get(search_id),
-            best_score=best.get(search_id),
+    stats = {}
+    for search_id in search_ids:
+        total, finished, ok, cost, busy, scoring, confirming, cpu, cpu_trials = counts.get(
+            search_id, [0.0] * 9
         )
-        for search_id in search_ids
-    }
+        stats[search_id] = SearchStats(
+            int(total), int(finished), int(ok), cost, busy, scoring, confirming, cpu,
+            int(cpu_trials), baseline_score=baseline.get(search_id), best_score=best.get(search_id),
+        )  # fmt: skip
+    return stats

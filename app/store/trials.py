@@ -66,6 +66,14 @@ def _score_after(descending: bool, score: float | None, trial_id: int) -> Column
     return or_(beyond, and_(Trial.score == score, Trial.id > trial_id), Trial.score.is_(None))
 
 
+def _score_before(descending: bool, score: float | None, trial_id: int) -> ColumnElement[bool]:
+    """Rows that come before (score, id) in the same order: `_score_after`'s mirror."""
+    if score is None:
+        return or_(Trial.score.is_not(None), Trial.id < trial_id)
+    ahead = Trial.score > score if descending else Trial.score < score
+    return or_(ahead, and_(Trial.score == score, Trial.id < trial_id))
+
+
 def list_trials(
     session: Session,
     search: Search,
@@ -74,32 +82,53 @@ def list_trials(
     sort: TrialSort,
     limit: int,
     cursor: str | None,
+    before: str | None = None,
 ) -> Page[Trial]:
+    """One page in `sort` order: the first, the one after `cursor`, or the one before `before`
+    (read backwards from it, then turned round, so it is the same page a reader left)."""
     query = _filtered(search.id, where)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-
-    if sort in (TrialSort.NEWEST, TrialSort.OLDEST):
+    back = before is not None
+    by_id = sort in (TrialSort.NEWEST, TrialSort.OLDEST)
+    mark = before if back else cursor
+    if by_id:
         newest = sort is TrialSort.NEWEST
-        if cursor is not None:
-            last_id = decode_id_cursor(cursor)
-            query = query.where(Trial.id < last_id if newest else Trial.id > last_id)
-        query = query.order_by(Trial.id.desc() if newest else Trial.id.asc())
+        if mark is not None:
+            last_id = decode_id_cursor(mark)
+            query = query.where(Trial.id < last_id if newest != back else Trial.id > last_id)
+        query = query.order_by(Trial.id.desc() if newest != back else Trial.id.asc())
     else:
         direction = search.search_spec.evaluator.direction
         descending = direction.higher_is_better == (sort is TrialSort.BEST)
-        if cursor is not None:
-            last_score, last_id = decode_score_cursor(cursor)
-            query = query.where(_score_after(descending, last_score, last_id))
-        order = best_first if sort is TrialSort.BEST else worst_first
-        query = query.order_by(order(Trial.score, direction), Trial.id.asc())
+        if mark is not None:
+            last_score, last_id = decode_score_cursor(mark)
+            side = _score_before if back else _score_after
+            query = query.where(side(descending, last_score, last_id))
+        if back:  # the same order reversed: unscored rows first, ids descending
+            first = Trial.score.asc() if descending else Trial.score.desc()
+            query = query.order_by(first.nulls_first(), Trial.id.desc())
+        else:
+            order = best_first if sort is TrialSort.BEST else worst_first
+            query = query.order_by(order(Trial.score, direction), Trial.id.asc())
 
     rows = list(session.scalars(query.options(joinedload(Trial.agent)).limit(limit + 1)))
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        key = [last.id] if sort in (TrialSort.NEWEST, TrialSort.OLDEST) else [last.score, last.id]
-        next_cursor = encode_cursor(key)
-    return Page(items=rows[:limit], next_cursor=next_cursor, total=total)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if back:
+        rows.reverse()
+
+    def key(trial: Trial) -> str:
+        return encode_cursor([trial.id] if by_id else [trial.score, trial.id])
+
+    # Going back, a page after this one exists (the one left); going on, one before it does.
+    later = (back or more) and rows
+    earlier = (more if back else mark is not None) and rows
+    return Page(
+        items=rows,
+        next_cursor=key(rows[-1]) if later else None,
+        total=total,
+        prev_cursor=key(rows[0]) if earlier else None,
+    )
 
 
 def get_trial(session: Session, trial_id: int) -> Trial:

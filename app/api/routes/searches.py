@@ -22,6 +22,7 @@ from app.api.schemas import (
 )
 from app.domain.spec import SearchSpec
 from app.domain.states import Label, SearchAction, SearchStatus, TrialStatus
+from app.errors import InvalidRequest
 from app.services import control, import_recipe
 from app.store import searches, trials
 from app.store.health import search_warnings
@@ -108,8 +109,13 @@ def list_trials(
     sort: TrialSort = TrialSort.NEWEST,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
+    before: Annotated[
+        str | None, Query(description="`prev_cursor` of a page: the page before it.")
+    ] = None,
 ) -> PageOut[TrialSummaryOut]:
     search = searches.get_search(session, search_id)
+    if cursor is not None and before is not None:
+        raise InvalidRequest("give cursor (the page after) or before (the page before), not both")
     page = trials.list_trials(
         session,
         search,
@@ -117,11 +123,13 @@ def list_trials(
         sort=sort,
         limit=limit,
         cursor=cursor,
+        before=before,
     )
     return PageOut(
         items=[TrialSummaryOut.build(trial) for trial in page.items],
         next_cursor=page.next_cursor,
         total=page.total,
+        prev_cursor=page.prev_cursor,
     )
 
 
