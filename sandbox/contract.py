@@ -92,6 +92,9 @@ class RunResult:
     removed: tuple[str, ...] = ()  # links, FIFOs, devices taken out of /output before use
     cpu_s: float | None = None  # CPU time of every process of the run; None: not measured here
     cpu_overrun: bool = False  # killed at its CPU-seconds budget
+    # cpu_s is the daemon's last sample, not the kernel's final count: up to DAEMON_SAMPLE_S of
+    # the run's CPUs may be missing from it (a host whose cgroups are not ours, sandbox.cputime).
+    cpu_sampled: bool = False
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,13 @@ has exited, then the cgroup is removed.
 
 It needs the host's cgroup filesystem, writable (a worker running as root
 on the host), and Docker's `cgroupfs` driver; cgroup v1 (the cpuacct
-controller) and v2 both work. Elsewhere `CpuClock.find` gives None, runs
-report no CPU time, and a CPU-seconds budget cannot run there.
+controller) and v2 both work. Elsewhere (Docker's systemd driver, a worker
+in a container, not root) `CpuClock.find` gives None and the runner reads
+the daemon's own samples of the container's counter instead
+(`daemon_seconds`): any driver, any worker, but a sample about every
+DAEMON_SAMPLE_S while the container lives, so the last moments of a run (at
+most that long on each of its CPUs) are not in it, a budget is noticed that
+much late, and the time is recorded as sampled.
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+CPU_POLL_S = 0.2  # how often a running container's CPU time is read (a budget checked)
+DAEMON_SAMPLE_S = 1.0  # how often the Docker daemon samples a container's stats
 PARENT = "trialforge-cpu"  # our cgroups' common parent, under each hierarchy's root
 
 
@@ -76,3 +84,13 @@ class CpuClock:
                 (root / parent.lstrip("/")).rmdir()
             except OSError:
                 continue  # not in this hierarchy, or already gone
+
+
+def daemon_seconds(stats: dict[str, Any]) -> float | None:
+    """CPU seconds in one of the daemon's stats readings (`GET /containers/{id}/stats`); None
+    when it has none (a container that has exited reads as zero, and zero says nothing)."""
+    try:
+        usage = int(stats["cpu_stats"]["cpu_usage"]["total_usage"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return usage / 1e9 if usage > 0 else None

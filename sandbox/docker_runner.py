@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
@@ -69,7 +70,7 @@ from sandbox.contract import (
     WorkerRequest,
     never_ran,
 )
-from sandbox.cputime import CpuClock
+from sandbox.cputime import CPU_POLL_S, DAEMON_SAMPLE_S, CpuClock, daemon_seconds
 from sandbox.logtail import TailBuffer
 from sandbox.metrics import evaluator_verdict
 
@@ -91,7 +92,6 @@ OUTPUT_SLACK_BYTES = 4096  # past the cap: a trial that tried to write more show
 HOLD_COMMAND = "exec sleep 2147483647"  # the holder only keeps the output volume mounted
 HOLD_LIMITS = Limits(wallclock_s=0.0, memory_bytes=32 * 1024**2, cpus=0.05, pids=4)
 
-CPU_POLL_S = 0.2  # how often a CPU-seconds budget is checked against the kernel's counter
 IPC_BYTES = 1024 * 1024  # the socket's tmpfs: a socket needs no room; nothing else belongs
 
 Role = Literal["run", "eval", "hold", "model"]
@@ -125,6 +125,7 @@ class _Exited:
     stdout_tail: str
     cpu_s: float | None = None
     cpu_overrun: bool = False
+    cpu_sampled: bool = False
 
 
 class DockerRunner:
@@ -137,11 +138,14 @@ class DockerRunner:
         client: docker.DockerClient | None = None,
         namespace: str = "",
         runtime: str | None = None,
+        kernel_cpu: bool = True,
     ) -> None:
         """`namespace` separates installations sharing a daemon: sweeps see only their own.
         `runtime`: the OCI runtime of trial and evaluator containers (e.g. runsc for gVisor;
-        None: the daemon's default). An unknown one fails every run as an infra error."""
-        self.namespace, self.runtime = namespace, runtime
+        None: the daemon's default). An unknown one fails every run as an infra error.
+        `kernel_cpu=False` counts CPU time by the daemon's samples even where the kernel's
+        counter is ours to read (what a host without it gets; `sandbox.cputime`)."""
+        self.namespace, self.runtime, self.kernel_cpu = namespace, runtime, kernel_cpu
         try:
             self._client = client or docker.from_env()
         except DockerException as error:
@@ -163,12 +167,6 @@ class DockerRunner:
             owner=request.owner,
             cpu_limit_s=request.cpu_limit_s,
         )
-        if request.cpu_limit_s is not None and self._cpu_clock is None:
-            return never_ran(
-                "this trial host cannot measure CPU time, which the CPU-seconds budget needs "
-                "(a worker running as root on the host, Docker's cgroupfs driver)",
-                isolated=True,
-            )
         cap = request.output_cap_bytes
         try:
             # Our own uid, or nobody's when we are root, must be able to write /output.
@@ -182,6 +180,13 @@ class DockerRunner:
             artifact_bytes = directory_bytes(request.output_dir)
         except (*_DOCKER_ERRORS, OSError, tarfile.TarError) as error:
             return never_ran(_infra_error(spec, error), isolated=True)
+        uncounted = None  # it ran long enough to be read, and was not: no budget was kept
+        if request.cpu_limit_s is not None and exited.cpu_s is None:
+            if exited.wallclock_s >= 2 * (DAEMON_SAMPLE_S if exited.cpu_sampled else CPU_POLL_S):
+                uncounted = (
+                    "the Docker daemon reports no CPU time for this container, which the "
+                    "CPU-seconds budget needs: the budget could not be kept here"
+                )
         return RunResult(
             exit_code=exited.exit_code,
             oom_killed=exited.oom_killed,
@@ -191,11 +196,12 @@ class DockerRunner:
             log_tail=exited.log_tail + removed_notice(removed),
             image_digest=exited.image_digest,
             isolated=True,
-            infra_error=None,
+            infra_error=uncounted,
             output_full=cap is not None and artifact_bytes > cap,
             removed=tuple(removed),
             cpu_s=exited.cpu_s,
             cpu_overrun=exited.cpu_overrun,
+            cpu_sampled=exited.cpu_sampled,
         )
 
     def _execute_capped(
@@ -369,11 +375,20 @@ class DockerRunner:
             container.start()
             started = time.monotonic()  # the budget starts with the trial, not our set-up
             deadline = started + spec.limits.wallclock_s
-            over_cpu = False
+            over_cpu, sampled = False, None
             if clock and parent and spec.cpu_limit_s is not None:
-                finished, over_cpu = _wait_within_cpu(
+                finished, over_cpu, _ = _wait_counting(
                     container, deadline, lambda: clock.seconds(parent), spec.cpu_limit_s
                 )
+            elif spec.role == "run" and clock is None:  # no counter of ours: the daemon's
+                samples = _DaemonSamples(container)
+                if spec.cpu_limit_s is not None:
+                    finished, over_cpu, sampled = _wait_counting(
+                        container, deadline, samples.highest, spec.cpu_limit_s
+                    )
+                else:  # only recorded: one wait, and the last sample taken meanwhile
+                    finished = _wait(container, deadline=deadline)
+                    sampled = samples.highest()
             else:
                 finished = _wait(container, deadline=deadline)
             waited_s = time.monotonic() - started
@@ -393,8 +408,9 @@ class DockerRunner:
                 stdout_tail=(
                     _logs(container, stdout=True, stderr=False) if spec.role == "eval" else ""
                 ),
-                cpu_s=clock.seconds(parent) if clock and parent else None,
+                cpu_s=clock.seconds(parent) if clock and parent else sampled,
                 cpu_overrun=over_cpu,
+                cpu_sampled=spec.role == "run" and clock is None,
             )
         finally:
             _remove(container, spec)
@@ -404,6 +420,8 @@ class DockerRunner:
     @cached_property
     def _cpu_clock(self) -> CpuClock | None:
         """This host's CPU counters, when the daemon's cgroups are ours to read."""
+        if not self.kernel_cpu:
+            return None
         try:
             driver = str(self._client.info().get("CgroupDriver", ""))
         except _DOCKER_ERRORS:
@@ -484,20 +502,50 @@ def _ran_s(state: Mapping[str, object], fallback: float) -> float:
     return ran if 0 <= ran <= fallback + 1 else fallback  # a clock that jumped: ours
 
 
-def _wait_within_cpu(
-    container: Container, deadline: float, used: Callable[[], float | None], limit_s: float
-) -> tuple[bool, bool]:
-    """(exited, over its CPU budget): wait in short steps, reading the CPU counter between."""
+def _wait_counting(
+    container: Container,
+    deadline: float,
+    used: Callable[[], float | None],
+    limit_s: float,
+) -> tuple[bool, bool, float | None]:
+    """(exited, over its CPU budget, the highest CPU reading): wait in short steps, reading
+    the CPU counter between them."""
+    seen = used()  # a run that ends within the first step still has a reading
     while (left := deadline - time.monotonic()) > 0:
         try:
             container.wait(timeout=min(CPU_POLL_S, left))
-            return True, False
+            return True, False, seen
         except requests.exceptions.RequestException:
             container.reload()  # still running, or the daemon is gone (an infra error)
         spent = used()
-        if spent is not None and spent > limit_s:
-            return False, True
-    return False, False
+        if spent is not None:
+            seen = spent if seen is None else max(seen, spent)
+        if seen is not None and seen > limit_s:
+            return False, True, seen
+    return False, False, seen
+
+
+class _DaemonSamples:
+    """The daemon's stream of a container's stats (one reading about every DAEMON_SAMPLE_S),
+    read in a thread of its own. The stream outlives the container's exit (reading zero) and
+    ends when the container is removed, and with it the thread."""
+
+    def __init__(self, container: Container) -> None:
+        self._seen: float | None = None
+        self._stream = container.stats(stream=True, decode=True)
+        threading.Thread(target=self._read, daemon=True, name="cpu-samples").start()
+
+    def _read(self) -> None:
+        try:
+            for stats in self._stream:
+                value = daemon_seconds(stats)
+                if value is not None:
+                    self._seen = value if self._seen is None else max(self._seen, value)
+        except (*_DOCKER_ERRORS, requests.exceptions.RequestException):
+            return  # the container is gone, or the daemon: the readings so far stand
+
+    def highest(self) -> float | None:
+        return self._seen
 
 
 def _wait(container: Container, deadline: float) -> bool:

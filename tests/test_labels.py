@@ -17,6 +17,8 @@ from app.domain.labels import Verdict, label, metric_value, preflight_verdict, r
 from app.domain.spec import SearchSpec, parse_spec
 from app.domain.states import Label
 from app.errors import InvalidSpec
+from app.store.models import Trial
+from app.store.transitions import budget_used
 from sandbox import EvalResult, RunResult
 
 CLEAN_RUN = RunResult(
@@ -386,3 +388,14 @@ def test_a_cpu_seconds_budget_needs_a_limit_and_no_metric(
         cpu_spec(**trial)
 
     assert message in refused.value.detail[0]["message"]
+
+
+def test_a_cpu_count_the_daemon_sampled_says_so_in_the_trials_budget_record() -> None:
+    """Where the kernel's counter is not ours (systemd's cgroups, a worker in a container), the
+    daemon's once-a-second samples stand in, and the record must not pass them off as exact."""
+    budget = cpu_spec(limit=30).budgets.trial
+    exact = budget_used(budget, Trial(), replace(CLEAN_RUN, cpu_s=12.0))
+    sampled = budget_used(budget, Trial(), replace(CLEAN_RUN, cpu_s=11.4, cpu_sampled=True))
+
+    assert exact["used"] == 12.0 and "counted by the kernel" in str(exact["covers"])
+    assert sampled["used"] == 11.4 and "sampled by the Docker daemon" in str(sampled["covers"])

@@ -29,8 +29,8 @@ from app.services.control import apply_action
 from app.services.import_recipe import create_search
 from app.services.propose import ProposalFailed, record_proposal
 from app.services.run_trial import Execution
+from app.store import events, transitions
 from app.store import tick as ticks
-from app.store import transitions
 from app.store.clock import db_now
 from app.store.models import Event, Search, Trial
 from sandbox import RunResult
@@ -406,3 +406,30 @@ def test_an_agent_whose_endpoint_keeps_failing_rests_without_spending_the_trial_
             update(Trial).where(Trial.label == Label.INFRA_ERROR).values(finished_at=rested_since)
         )
     assert len([s for s in tick(database_url, search_id) if s.task is ticks.Task.PROPOSE]) == 1
+
+
+def test_proposals_ahead_follow_the_measured_proposal_and_trial_times(
+    session: Session, settings: Settings, recipe: Recipe, database_url: str
+) -> None:
+    """Issue 19: 4 s sessions for 2 s trials left slots waiting with one proposal per slot."""
+    search_id = new_search(session, settings, recipe, max_trials=40)
+    baseline, proposed = first_tick(database_url, search_id)
+    run_to_end(database_url, baseline, ran(Label.OK, 0.5))
+    for trial_id in proposed:
+        commit_proposal(database_url, trial_id)
+    with session_scope(database_url) as inner:
+        ran_for = inner.get(Trial, baseline)
+        assert ran_for is not None and ran_for.finished_at is not None
+        ran_for.started_at = ran_for.finished_at - timedelta(seconds=2)  # a 2 s trial
+        for trial_id in proposed:  # each proposal recorded 4 s after it was asked for
+            made = inner.get(Trial, trial_id)
+            assert made is not None
+            recorded = made.created_at + timedelta(seconds=4)
+            inner.add(Event(search_id=search_id, trial_id=trial_id, kind=events.PROPOSED,
+                            actor="t", data={}, created_at=recorded))  # fmt: skip
+
+    sends = tick(database_url, search_id)
+
+    assert sorted(s.trial_id for s in sends if s.task is ticks.Task.RUN) == sorted(proposed)
+    # Two slots busy for 2 s use up four trials while one 4 s proposal is made: 2 + 4.
+    assert len([s for s in sends if s.task is ticks.Task.PROPOSE]) == 6

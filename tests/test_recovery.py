@@ -20,6 +20,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.domain.spec import parse_spec
 from app.domain.states import Label, SearchAction, TrialStatus
+from app.services import run_trial
 from app.services.control import apply_action
 from app.services.hosts import leased
 from app.services.import_recipe import create_search
@@ -27,7 +28,8 @@ from app.store import tick as ticks
 from app.store import transitions
 from app.store.clock import db_now
 from app.store.models import Trial
-from testing.factories import Recipe, spec_dict
+from testing.factories import Recipe, baseline_of, seeded_search, spec_dict
+from testing.runners import InstantRunner
 
 HEARTBEAT_S = 1.0
 
@@ -153,3 +155,26 @@ def test_a_lease_whose_renewals_fail_keeps_its_run_until_the_store_ends_it(
     with leased(here, run, "host:1", on_lost=lambda: lost.append("lost")) as gone:
         assert gone.wait(5)
     assert lost == ["lost"]
+
+
+def test_a_trial_host_sweeps_a_trials_leftovers_only_when_an_earlier_attempt_could_have_left_them(
+    session: Session, settings: Settings, recipe: Recipe
+) -> None:
+    """Fencing costs a daemon round trip per claim; a first attempt has nothing to fence."""
+    search = seeded_search(session, settings, recipe, "maximize")
+    baseline = baseline_of(session, search)
+    fresh, retried = (
+        Trial(search_id=search.id, number=100 + n, parent_id=baseline.id, hypothesis="h",
+              diff="", commit_sha=baseline.commit_sha, status=TrialStatus.QUEUED, attempts=n)
+        for n in (0, 1)
+    )  # fmt: skip
+    session.add_all([fresh, retried])
+    session.commit()
+    runner = InstantRunner()
+
+    for trial in (fresh, retried):
+        assert run_trial.run(settings, runner, trial.id, worker="w:1", process_index=0)
+
+    assert runner.swept == [[retried.id]]  # the second attempt, before it ran
+    session.expire_all()
+    assert {session.get(Trial, t.id).status for t in (fresh, retried)} == {TrialStatus.FINISHED}  # type: ignore[union-attr]

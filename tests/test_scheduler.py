@@ -9,7 +9,16 @@ from dataclasses import replace
 
 import pytest
 
-from app.domain.scheduling import REST_MAX_S, Plan, SearchState, eligible, plan, resting
+from app.domain.scheduling import (
+    AHEAD_MAX,
+    REST_MAX_S,
+    Plan,
+    SearchState,
+    eligible,
+    plan,
+    proposals_ahead,
+    resting,
+)
 from app.domain.states import Label, SearchStatus
 
 STATE = SearchState(
@@ -160,3 +169,56 @@ def test_resting_agents_get_no_turns_and_a_search_of_only_resting_agents_waits()
 
     assert plan(some).propose == ("arch", "arch")
     assert plan(none) == Plan()  # nothing to do yet, and not finished either
+
+
+def slot_gaps(proposal_s: float, trial_s: float, *, measured: bool, trials: int = 80) -> float:
+    """Seconds free slots waited for a proposal, in a simulated search (2 slots, a model that
+    takes `proposal_s` per proposal, trials that take `trial_s`), driven by `plan` every 0.05 s;
+    with `measured`, the plan is told the typical times as the tick tells it."""
+    step, now, waited = 0.05, 0.0, 0.0
+    proposing: list[float] = []  # when each proposal in flight is recorded
+    ready: list[int] = []
+    running: list[float] = []  # when each running trial frees its slot
+    total, started = 1, 0
+    base = replace(STATE, trials_total=1, running=0, max_trials=trials,
+                   agent_counts={}, elapsed_s=0.0)  # fmt: skip
+    while started < trials - 1 and now < 10_000:
+        ready += [total + i for i, done in enumerate(proposing) if done <= now]
+        proposing = [done for done in proposing if done > now]
+        running = [free for free in running if free > now]
+        state = replace(
+            base, trials_total=total, proposing=len(proposing), ready=tuple(ready),
+            running=len(running),
+            proposal_s=proposal_s if measured else None, trial_s=trial_s if measured else None,
+        )  # fmt: skip
+        decided = plan(state)
+        for trial in decided.dispatch:
+            ready.remove(trial)
+            running.append(now + trial_s)
+            started += 1
+        proposing += [now + proposal_s] * len(decided.propose)
+        total += len(decided.propose)
+        if started > 4:  # past the start, every free slot with no trial to take is a wait
+            waited += step * (state.max_concurrent - len(running))
+        now += step
+    return waited
+
+
+@pytest.mark.parametrize(("proposal_s", "trial_s"), [(4.0, 2.0), (1.0, 2.0), (10.0, 2.0)])
+def test_a_pipeline_sized_from_measured_times_keeps_every_slot_fed(
+    proposal_s: float, trial_s: float
+) -> None:
+    """Issue 19: with proposals as many as slots, 4 s sessions left 2 s trials' slots idle."""
+    fed = slot_gaps(proposal_s, trial_s, measured=True)
+    unsized = slot_gaps(proposal_s, trial_s, measured=False)
+
+    assert fed <= 0.05 * 2, fed  # a tick's rounding at most
+    if proposal_s > trial_s:
+        assert unsized > 10 * (fed + 1)  # what it was: slots waiting on the model
+
+
+def test_proposals_ahead_grow_with_the_models_slowness_but_not_without_bound() -> None:
+    assert proposals_ahead(STATE) == 2  # nothing measured yet: one per slot
+    assert proposals_ahead(replace(STATE, proposal_s=1.0, trial_s=2.0)) == 3
+    assert proposals_ahead(replace(STATE, proposal_s=4.0, trial_s=2.0)) == 6
+    assert proposals_ahead(replace(STATE, proposal_s=60.0, trial_s=0.01)) == AHEAD_MAX * 2

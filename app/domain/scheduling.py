@@ -1,8 +1,11 @@
 """What a search should do next, decided from a snapshot of its counts.
 
 Two rules make slots never wait on a model: a trial is dispatched the moment
-a slot frees, and proposals are kept ready *ahead* of free slots (as many as
-there are slots), so the next trial is already committed when one finishes.
+a slot frees, and proposals are kept in flight or ready *ahead* of free slots,
+so the next trial is already committed when one finishes: one per slot, plus
+as many as the slots use up while one proposal is being made (Little's law,
+from the search's measured proposal and trial times), so a tool-using session
+slower than a trial does not leave slots waiting either.
 Agents take turns in proportion to their weights; one whose model endpoint
 keeps failing rests, longer each time, and those failed proposals do not
 count toward `max_trials`. A search halts when its
@@ -13,6 +16,7 @@ clock in as `elapsed_s`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -45,6 +49,8 @@ class SearchState:
     agent_weights: Mapping[str, float] = field(default_factory=dict)  # roster order
     agent_counts: Mapping[str, int] = field(default_factory=dict)  # proposed so far, per agent
     baseline_reason: str = ""  # why a failed baseline failed (its seed named, with seeds)
+    proposal_s: float | None = None  # typical time from asking for a proposal to its recording
+    trial_s: float | None = None  # typical time a trial holds its slot
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,23 @@ def plan(state: SearchState) -> Plan:
         # slots it frees are refilled at once when it passes.
         limit = min(limit, 2 * state.max_concurrent)
     room = max(limit - state.trials_total, 0)
-    wanted = min(max(state.max_concurrent - waiting, 0), room)
+    wanted = min(max(proposals_ahead(state) - waiting, 0), room)
     return Plan(propose=_turns(state, wanted), dispatch=dispatch)
+
+
+AHEAD_MAX = 8  # proposals ahead per slot at most, so instant trials cannot flood a model
+
+
+def proposals_ahead(state: SearchState) -> int:
+    """How many proposals to keep in flight or ready: one per slot, plus what the slots take
+    while one proposal is made (slots x proposal time / trial time). Each is still made just
+    in time, so none sees an older lineage than its own making costs; the cap bounds the
+    requests a model gets at once when trials are near instant."""
+    slots = state.max_concurrent
+    if not state.proposal_s or not state.trial_s:
+        return slots
+    consumed = math.ceil(slots * state.proposal_s / state.trial_s)
+    return min(slots + consumed, AHEAD_MAX * slots)
 
 
 def budget_spent(state: SearchState) -> str | None:

@@ -263,7 +263,7 @@ def record_proposal(
         session,
         search_id=trial.search_id,
         trial_id=trial.id,
-        kind="trial.proposed",
+        kind=events.PROPOSED,
         actor=actor,
         data={"commit": commit},
     )

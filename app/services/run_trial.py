@@ -227,6 +227,7 @@ class Claimed:
     best_runs: tuple[float, ...]
     best_seeds: tuple[int, ...]
     noise_sd: float
+    attempt: int = 1  # this claim's attempt: 1 unless an earlier one was lost or failed
 
 
 def claim(settings: Settings, trial_id: int, worker: str) -> Claimed | None:
@@ -250,6 +251,7 @@ def claim(settings: Settings, trial_id: int, worker: str) -> Claimed | None:
             best_runs=tuple(best_runs(best)),
             best_seeds=tuple(best_seeds(best)),
             noise_sd=search.noise_sd or 0.0,
+            attempt=trial.attempts,
         )
 
 
@@ -265,8 +267,10 @@ def run(
     if claimed is None:
         return None
     # Fencing: what an earlier attempt of this trial left on this host (its worker died, or
-    # lost the lease) is gone before this attempt starts, so the two never overlap here.
-    runner.sweep([trial_id])
+    # lost the lease) is gone before this attempt starts, so the two never overlap here. A
+    # first attempt has no earlier one: it skips the daemon round trip.
+    if claimed.attempt > 1:
+        runner.sweep([trial_id])
     try:
         execution = _execute_claimed(settings, runner, claimed, worker, process_index)
     except Exception as error:  # any failure of ours ends as a retried infra_error

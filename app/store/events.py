@@ -8,6 +8,8 @@ from sqlalchemy.orm import Session
 
 from app.store.models import Event
 
+PROPOSED = "trial.proposed"  # a proposal recorded as a ready trial (its timing sizes the pipeline)
+
 
 def record(
     session: Session,

@@ -173,7 +173,7 @@ class Trial(Base):
         Index("ix_trial_search_agent", "search_id", "agent_id"),
         Index("ix_trial_agent_number", "agent_id", "number"),
         Index("ix_trial_search_label", "search_id", "label"),
-        Index("ix_trial_search_status", "search_id", "status"),
+        Index("ix_trial_search_status_number", "search_id", "status", "number"),
         Index("ix_trial_search_edit", "search_id", "edit_hash"),
         Index("ix_trial_search_idea", "search_id", "idea_hash"),
         # Covers every per-search aggregate the dashboard draws, so they read no table rows.

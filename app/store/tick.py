@@ -9,6 +9,7 @@ and only then sends (a rolled-back tick sends nothing).
 from __future__ import annotations
 
 import logging
+import statistics
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -17,14 +18,16 @@ from random import Random
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.domain.leaderboard import BASELINE_AGENT
 from app.domain.scheduling import SearchState, eligible, plan, resting
 from app.domain.selection import Candidate, select_parent
 from app.domain.spec import SearchSpec
-from app.domain.states import KEPT, Decision, Label, SearchStatus, TrialStatus
+from app.domain.states import KEPT, Label, SearchStatus, TrialStatus
 from app.store import events, rollup
 from app.store.clock import db_now
-from app.store.models import Agent, Search, Trial
+from app.store.models import Event, Search, Trial
 from app.store.ordering import best_first
+from app.store.rollup import tallies
 from app.store.transitions import cas, lock_search, reap, unclaimed
 
 logger = logging.getLogger(__name__)
@@ -125,14 +128,18 @@ def tick(session: Session, search_id: int, *, heartbeat_s: float, max_attempts: 
 
 
 def _state(session: Session, search: Search, spec: SearchSpec, now: datetime) -> SearchState:
-    by_status: dict[str, int] = {
-        status: count
-        for status, count in session.execute(
-            select(Trial.status, func.count())
-            .where(Trial.search_id == search.id)
-            .group_by(Trial.status)
-        )
-    }
+    """The counts `plan` decides from. Every tick asks, so none of them rescans the search:
+    counts come from the stored blocks of settled trials plus the live tail (`tallies`), the
+    rest from index lookups bounded by what they look for."""
+    counted = tallies(session, search)
+    by_status: dict[str, int] = {}
+    agent_counts: dict[str, int] = {}
+    for tally in counted:
+        by_status[tally.status] = by_status.get(tally.status, 0) + tally.count
+        if tally.agent != BASELINE_AGENT:
+            agent_counts[tally.agent] = agent_counts.get(tally.agent, 0) + tally.count
+    keepers = len({t.agent for t in counted if t.keeps and t.agent != BASELINE_AGENT})
+    cost = sum(tally.cost_usd for tally in counted)
     ready = list(
         session.scalars(
             select(Trial.id)
@@ -140,30 +147,11 @@ def _state(session: Session, search: Search, spec: SearchSpec, now: datetime) ->
             .order_by(Trial.id)
         )
     )
-    cost = session.scalar(
-        select(func.coalesce(func.sum(Trial.cost_usd), 0.0)).where(Trial.search_id == search.id)
-    )
     baseline = session.execute(
         select(Trial.status, Trial.label, Trial.label_reason).where(
             Trial.search_id == search.id, Trial.number == 0
         )
     ).one()
-    agent_counts: dict[str, int] = {
-        name: count
-        for name, count in session.execute(
-            select(Agent.name, func.count(Trial.id))
-            .join(Trial, Trial.agent_id == Agent.id)
-            .where(Agent.search_id == search.id)
-            .group_by(Agent.name)
-        )
-    }
-    keepers = session.scalar(  # a combiner needs keeps of two specialists to merge
-        select(func.count(func.distinct(Trial.agent_id))).where(
-            Trial.search_id == search.id,
-            Trial.decision == Decision.KEEP,
-            Trial.agent_id.is_not(None),
-        )
-    )
     endpoint_failed = session.scalar(  # they are not trials of an idea: no budget spent
         select(func.count()).where(
             Trial.search_id == search.id,
@@ -175,17 +163,19 @@ def _state(session: Session, search: Search, spec: SearchSpec, now: datetime) ->
     best = session.get(Trial, search.best_trial_id) if search.best_trial_id else None
     best_number = best.number if best is not None else 0
     best_at = (best.finished_at if best is not None else None) or search.created_at
-    since_best = (
-        session.scalar(
-            select(func.count()).where(
+    since_best, enough = 0, spec.budgets.search.stagnation_trials
+    if enough is not None:  # counted only as far as the rule looks: a stale search is long
+        later = (
+            select(Trial.id)
+            .where(
                 Trial.search_id == search.id,
                 Trial.number > best_number,
                 Trial.status == TrialStatus.FINISHED,
                 or_(Trial.label != Label.INFRA_ERROR, Trial.commit_sha.is_not(None)),
             )
+            .limit(enough)
         )
-        or 0
-    )
+        since_best = session.scalar(select(func.count()).select_from(later.subquery())) or 0
     return SearchState(
         status=search.status,
         trials_total=total - (endpoint_failed or 0),
@@ -211,7 +201,45 @@ def _state(session: Session, search: Search, spec: SearchSpec, now: datetime) ->
         ),
         agent_counts=agent_counts,
         baseline_reason=(baseline.label_reason or "")[:BASELINE_REASON_CHARS],
+        proposal_s=_typical_proposal_s(session, search.id),
+        trial_s=_typical_trial_s(session, search.id),
     )
+
+
+TIMED = 20  # latest proposals and trials whose times size the proposal pipeline
+LOOKED_AT = 200  # latest rows read to find them: never a scan of a long search
+
+
+def _typical_proposal_s(session: Session, search_id: int) -> float | None:
+    """Median time from a proposal's row to its recording, over the latest proposals (waiting
+    for a proposal worker included: that is what a slot would wait on)."""
+    latest = (
+        select(Event.trial_id, Event.kind, Event.created_at)
+        .where(Event.search_id == search_id)
+        .order_by(Event.id.desc())
+        .limit(LOOKED_AT)
+        .subquery()
+    )
+    rows = session.execute(
+        select(latest.c.created_at, Trial.created_at)
+        .join(Trial, Trial.id == latest.c.trial_id)
+        .where(latest.c.kind == events.PROPOSED)
+        .limit(TIMED)
+    )
+    spans = [(recorded - asked).total_seconds() for recorded, asked in rows]
+    return statistics.median(spans) if spans else None
+
+
+def _typical_trial_s(session: Session, search_id: int) -> float | None:
+    """Median time the latest finished trials held their slots (those that ran at all)."""
+    rows = session.execute(
+        select(Trial.started_at, Trial.finished_at)
+        .where(Trial.search_id == search_id, Trial.status == TrialStatus.FINISHED)
+        .order_by(Trial.number.desc())
+        .limit(LOOKED_AT)
+    )
+    spans = [(ended - began).total_seconds() for began, ended in rows if ended and began]
+    return statistics.median(spans[:TIMED]) if spans else None
 
 
 def _resting(session: Session, search: Search, now: datetime) -> set[str]:

@@ -23,6 +23,7 @@ from app.store import events, promotion
 from app.store.clock import db_now
 from app.store.models import Search, Trial
 from sandbox import RunResult
+from sandbox.cputime import DAEMON_SAMPLE_S
 
 logger = logging.getLogger(__name__)
 
@@ -208,8 +209,10 @@ def budget_used(budget: TrialBudget, trial: Trial, run: RunResult) -> dict[str, 
         return {"unit": budget.unit, "used": run.wallclock_s, "limit": budget.wallclock_s,
                 "covers": "the run command"}  # fmt: skip
     if budget.unit is BudgetUnit.CPU_SECONDS:
+        how = (f"sampled by the Docker daemon every {DAEMON_SAMPLE_S:g} s (its last moments "
+               "uncounted)") if run.cpu_sampled else "counted by the kernel"  # fmt: skip
         return {"unit": budget.unit, "used": run.cpu_s, "limit": budget.limit,
-                "covers": "the CPU time of the run command's processes"}  # fmt: skip
+                "covers": f"the CPU time of the run command's processes, {how}"}  # fmt: skip
     used = (trial.metrics or {}).get(budget.unit_metric or "")
     return {"unit": budget.unit, "used": used, "limit": budget.limit,
             "covers": f"the evaluator's {budget.unit_metric}"}  # fmt: skip
@@ -289,10 +292,9 @@ def unclaimed(
         session.scalars(
             select(Trial).where(
                 Trial.search_id == search_id,
-                or_(
-                    Trial.status == TrialStatus.QUEUED,
-                    (Trial.status == TrialStatus.PROPOSED) & Trial.worker.is_(None),
-                ),
+                # IN, not OR, on the status: an index range, not a scan of the search
+                Trial.status.in_((TrialStatus.QUEUED, TrialStatus.PROPOSED)),
+                or_(Trial.status == TrialStatus.QUEUED, Trial.worker.is_(None)),
                 or_(
                     Trial.sent_at.is_(None),
                     Trial.sent_at < now - timedelta(seconds=resend_after_s),
